@@ -1,0 +1,64 @@
+# llmux — build, test and run. `make help` lists the targets.
+SHELL := bash
+.DEFAULT_GOAL := help
+
+# Where scripts/setup.sh puts headers. A fixed path, so the Go build cache
+# (and its 2-minute llama.cpp compile) is reused by every clone.
+LLMUX_DEPS ?= $(HOME)/.cache/llmux/deps
+# CPU code generation for ggml: native (this machine, fastest), portable
+# (x86-64-v3: AVX2/FMA, for binaries that move), or baseline (no SIMD flags).
+LLMUX_CPU ?= native
+
+ifeq ($(LLMUX_CPU),native)
+CPUFLAGS := -O3 -march=native -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+else ifeq ($(LLMUX_CPU),portable)
+CPUFLAGS := -O3 -march=x86-64-v3
+else ifeq ($(LLMUX_CPU),baseline)
+CPUFLAGS := -O2
+else
+$(error LLMUX_CPU must be native, portable or baseline)
+endif
+
+export CGO_ENABLED := 1
+export CGO_CPPFLAGS := -I$(LLMUX_DEPS)/include
+export CGO_CFLAGS := $(CPUFLAGS)
+export CGO_CXXFLAGS := $(CPUFLAGS)
+export LLMUX_DEPS
+
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X 'main.version=$(VERSION)' -X 'main.cpuTarget=$(LLMUX_CPU)' -X 'main.cpuFlags=$(CPUFLAGS)'
+BIN := bin/llmux
+ARGS ?=
+
+.PHONY: help setup build serve test test-short bench vet env clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: ## install build dependencies (idempotent)
+	@bash scripts/setup.sh --node
+
+build: setup ## build bin/llmux
+	go build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/llmux
+
+serve: build ## set up, build and serve the embedded default model on :8080
+	./$(BIN) serve $(ARGS)
+
+test: setup ## run every test (race detector on)
+	go vet ./...
+	go test -race -count=1 -timeout 40m ./...
+
+test-short: setup ## fast tests only
+	go test -short -count=1 ./...
+
+bench: setup ## engine and scheduler benchmarks (see benchmarks/README.md)
+	go test -run '^$$' -bench . -benchtime 3x -timeout 60m ./engine ./scheduler
+
+vet: setup
+	go vet ./...
+
+env: ## print the environment for running go commands by hand
+	@echo "export CGO_ENABLED=1 CGO_CPPFLAGS='$(CGO_CPPFLAGS)' CGO_CFLAGS='$(CGO_CFLAGS)' CGO_CXXFLAGS='$(CGO_CXXFLAGS)'"
+
+clean:
+	rm -rf bin

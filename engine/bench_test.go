@@ -1,0 +1,111 @@
+package engine
+
+import (
+	"flag"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/llmux/llmux/models/modeltest"
+)
+
+var benchModels = flag.String("engine.models", "bench,stories", "comma-separated models for BenchmarkDecode: bench (synthesized ~86M), stories (stories260K), tiny, small")
+
+// BenchmarkDecode measures raw decode throughput the way llama.cpp's
+// llama-batched-bench does: B sequences, each with a 128-token prompt
+// (prefilled, not timed), then 128 decode steps of B tokens each (timed).
+// It reports decode tokens per second.
+func BenchmarkDecode(b *testing.B) {
+	for _, name := range splitList(*benchModels) {
+		path := benchModelPath(b, name)
+		if path == "" {
+			continue
+		}
+		m, err := LoadModel(path, ModelOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, kv := range []string{"unified", "perseq"} {
+			for _, batch := range []int{1, 4, 16, 64} {
+				b.Run(fmt.Sprintf("model=%s/kv=%s/batch=%d", name, kv, batch), func(b *testing.B) {
+					tps := DecodeThroughput(b, m, batch, 128, 128, kv == "perseq")
+					b.ReportMetric(tps, "tok/s")
+				})
+			}
+		}
+		m.Close()
+	}
+}
+
+// DecodeThroughput runs the batched-bench measurement b.N times and returns
+// the mean decode tokens/s.
+func DecodeThroughput(b *testing.B, m *Model, batch, promptLen, genLen int, perSeq bool) float64 {
+	ctx, err := m.NewContext(ContextOptions{Cells: batch * (promptLen + genLen + 1), Sequences: batch, Batch: 2048, PerSequenceKV: perSeq})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ctx.Close()
+	bt, _ := NewBatch(2048, 1)
+	defer bt.Close()
+	var elapsed time.Duration
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		ctx.Clear()
+		bt.Clear()
+		for s := 0; s < batch; s++ {
+			for i := 0; i < promptLen; i++ {
+				if bt.Len() == bt.Cap() {
+					if err := ctx.Decode(bt); err != nil {
+						b.Fatal(err)
+					}
+					bt.Clear()
+				}
+				bt.Add(int32(3+(s*7+i)%200), i, i == promptLen-1, s)
+			}
+		}
+		if err := ctx.Decode(bt); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		for step := 0; step < genLen; step++ {
+			bt.Clear()
+			for s := 0; s < batch; s++ {
+				bt.Add(int32(3+(s+step)%200), promptLen+step, true, s)
+			}
+			if err := ctx.Decode(bt); err != nil {
+				b.Fatal(err)
+			}
+		}
+		elapsed += time.Since(start)
+	}
+	return float64(b.N*batch*genLen) / elapsed.Seconds()
+}
+
+func benchModelPath(b *testing.B, name string) string {
+	switch name {
+	case "stories":
+		p := modeltest.StoriesPath()
+		if p == "" {
+			b.Log("stories260K absent; skipping it")
+		}
+		return p
+	default:
+		return modeltest.Preset(b, name)
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i == len(s) || s[i] == ',' {
+			if i > start {
+				out = append(out, s[start:i])
+			}
+			start = i + 1
+		}
+	}
+	return out
+}

@@ -1,0 +1,233 @@
+package engine
+
+/*
+#include <stdlib.h>
+#include "llama.h"
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"unsafe"
+)
+
+// ContextOptions configure NewContext. Zero fields take defaults.
+type ContextOptions struct {
+	// Cells is the KV cache size in tokens, shared by all sequences
+	// (default: the model's training context).
+	Cells int
+	// Sequences is the number of parallel sequences (default 1).
+	Sequences int
+	// Batch is the most tokens one Decode may carry (default 512).
+	Batch int
+	// MicroBatch is the physical batch size (default min(Batch, 512)).
+	MicroBatch int
+	// Threads for decoding (default: the number of CPUs).
+	Threads int
+	// FlashAttention: "auto" (default), "on" or "off".
+	FlashAttention string
+	// KVType is the KV cache element type: "f16" (default), "q8_0", "q4_0".
+	KVType string
+	// Embeddings makes Decode also return sequence embeddings.
+	Embeddings bool
+	// PerSequenceKV gives every sequence its own KV stream instead of one
+	// shared buffer. Attention then scans only the sequence's own cells,
+	// but a prefix can only be shared by copying a whole stream.
+	PerSequenceKV bool
+	// LoRA lets SetAdapters switch adapters on this context. The pinned
+	// llama.cpp reuses a decode graph without noticing an adapter change,
+	// so such contexts run with graph reuse off (a small cost per step).
+	LoRA bool
+}
+
+// Context is a llama.cpp context: a KV cache with Sequences parallel
+// sequences over one model. It is not safe for concurrent use: one goroutine
+// (a scheduler) owns it.
+type Context struct {
+	c       *C.struct_llama_context
+	mem     C.llama_memory_t
+	model   *Model
+	opts    ContextOptions
+	nVocab  int
+	adapter []AdapterRef
+}
+
+// ErrNoKVSpace is returned by Decode when the KV cache has no room for the
+// batch. Nothing of the batch was kept; free sequences and retry.
+var ErrNoKVSpace = errors.New("KV cache full")
+
+func (o ContextOptions) withDefaults(m *Model) ContextOptions {
+	if o.Cells <= 0 {
+		o.Cells = m.TrainContext()
+	}
+	if o.Sequences <= 0 {
+		o.Sequences = 1
+	}
+	if o.Batch <= 0 {
+		o.Batch = 512
+	}
+	if o.MicroBatch <= 0 {
+		o.MicroBatch = min(o.Batch, 512)
+	}
+	if o.Threads <= 0 {
+		o.Threads = runtime.NumCPU()
+	}
+	if o.KVType == "" {
+		o.KVType = "f16"
+	}
+	if o.FlashAttention == "" {
+		o.FlashAttention = "auto"
+	}
+	return o
+}
+
+// NewContext creates a context with its KV cache.
+func (m *Model) NewContext(opts ContextOptions) (*Context, error) {
+	o := opts.withDefaults(m)
+	p := C.llama_context_default_params()
+	p.n_ctx = C.uint32_t(o.Cells)
+	p.n_batch = C.uint32_t(o.Batch)
+	p.n_ubatch = C.uint32_t(o.MicroBatch)
+	p.n_seq_max = C.uint32_t(o.Sequences)
+	p.n_threads = C.int32_t(o.Threads)
+	p.n_threads_batch = C.int32_t(o.Threads)
+	p.no_perf = true
+	// One KV buffer shared by all sequences: a copied prefix is shared, not
+	// duplicated, which the prefix cache relies on.
+	p.kv_unified = C.bool(!o.PerSequenceKV)
+	p.embeddings = C.bool(o.Embeddings)
+	switch o.FlashAttention {
+	case "auto":
+		p.flash_attn_type = C.LLAMA_FLASH_ATTN_TYPE_AUTO
+	case "on":
+		p.flash_attn_type = C.LLAMA_FLASH_ATTN_TYPE_ENABLED
+	case "off":
+		p.flash_attn_type = C.LLAMA_FLASH_ATTN_TYPE_DISABLED
+	default:
+		return nil, fmt.Errorf("new context: flash attention %q: want auto, on or off", o.FlashAttention)
+	}
+	switch o.KVType {
+	case "f16":
+		p.type_k, p.type_v = C.GGML_TYPE_F16, C.GGML_TYPE_F16
+	case "q8_0":
+		p.type_k, p.type_v = C.GGML_TYPE_Q8_0, C.GGML_TYPE_Q8_0
+	case "q4_0":
+		p.type_k, p.type_v = C.GGML_TYPE_Q4_0, C.GGML_TYPE_Q4_0
+	default:
+		return nil, fmt.Errorf("new context: KV type %q: want f16, q8_0 or q4_0", o.KVType)
+	}
+	if o.KVType != "f16" && o.FlashAttention == "off" {
+		return nil, errors.New("new context: a quantized KV cache needs flash attention")
+	}
+	c := newLlamaContext(m.c, p, o.LoRA)
+	if c == nil {
+		return nil, fmt.Errorf("new context: llama.cpp could not create a context of %d cells for %d sequences", o.Cells, o.Sequences)
+	}
+	o.Cells = int(C.llama_n_ctx(c))
+	return &Context{c: c, mem: C.llama_get_memory(c), model: m, opts: o, nVocab: m.nVocab}, nil
+}
+
+// graphReuseMu serializes context creation while LLAMA_GRAPH_REUSE_DISABLE,
+// which llama.cpp reads once in its context constructor, is set.
+var graphReuseMu sync.Mutex
+
+func newLlamaContext(m *C.struct_llama_model, p C.struct_llama_context_params, noReuse bool) *C.struct_llama_context {
+	graphReuseMu.Lock()
+	defer graphReuseMu.Unlock()
+	const key = "LLAMA_GRAPH_REUSE_DISABLE"
+	if noReuse {
+		old, had := os.LookupEnv(key)
+		os.Setenv(key, "1")
+		defer func() {
+			if had {
+				os.Setenv(key, old)
+			} else {
+				os.Unsetenv(key)
+			}
+		}()
+	}
+	return C.llama_init_from_model(m, p)
+}
+
+// Close frees the context and its KV cache.
+func (c *Context) Close() {
+	if c.c != nil {
+		C.llama_free(c.c)
+		c.c = nil
+	}
+}
+
+// Model is the model this context runs.
+func (c *Context) Model() *Model { return c.model }
+
+// Options are the options in effect (defaults filled in).
+func (c *Context) Options() ContextOptions { return c.opts }
+
+// Decode evaluates a batch. On success, Logits(i) holds the logits of every
+// batch row i added with logits=true, until the next Decode.
+func (c *Context) Decode(b *Batch) error {
+	if b.n == 0 {
+		return nil
+	}
+	if b.n > c.opts.Batch {
+		return fmt.Errorf("decode: batch of %d tokens exceeds the context's batch size %d", b.n, c.opts.Batch)
+	}
+	b.c.n_tokens = C.int32_t(b.n)
+	rc := C.llama_decode(c.c, b.c)
+	switch {
+	case rc == 0:
+		return nil
+	case rc == 1:
+		return ErrNoKVSpace
+	case rc == 2:
+		return errors.New("decode: aborted")
+	default:
+		return fmt.Errorf("decode: llama.cpp error %d", int(rc))
+	}
+}
+
+// Logits returns the logits of batch row i of the last Decode. The slice
+// points into llama.cpp's memory and is valid until the next Decode.
+func (c *Context) Logits(i int) []float32 {
+	p := C.llama_get_logits_ith(c.c, C.int32_t(i))
+	if p == nil {
+		return nil
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(p)), c.nVocab)
+}
+
+// Embedding returns the pooled embedding of a sequence after a Decode of a
+// context created with Embeddings, or nil.
+func (c *Context) Embedding(seq int) []float32 {
+	p := C.llama_get_embeddings_seq(c.c, C.llama_seq_id(seq))
+	if p == nil {
+		return nil
+	}
+	n := c.model.EmbeddingSize()
+	return append([]float32(nil), unsafe.Slice((*float32)(unsafe.Pointer(p)), n)...)
+}
+
+// SeqRemove drops positions [p0, p1) of a sequence from the KV cache
+// (p1 < 0: to the end). It reports false if the cache cannot do a partial
+// removal.
+func (c *Context) SeqRemove(seq, p0, p1 int) bool {
+	return bool(C.llama_memory_seq_rm(c.mem, C.llama_seq_id(seq), C.llama_pos(p0), C.llama_pos(p1)))
+}
+
+// SeqCopy makes positions [p0, p1) of src also belong to dst. In the unified
+// KV cache the cells are shared, not duplicated.
+func (c *Context) SeqCopy(src, dst, p0, p1 int) {
+	C.llama_memory_seq_cp(c.mem, C.llama_seq_id(src), C.llama_seq_id(dst), C.llama_pos(p0), C.llama_pos(p1))
+}
+
+// SeqPosMax is the largest position a sequence holds, or -1 when empty.
+func (c *Context) SeqPosMax(seq int) int {
+	return int(C.llama_memory_seq_pos_max(c.mem, C.llama_seq_id(seq)))
+}
+
+// Clear empties the KV cache.
+func (c *Context) Clear() { C.llama_memory_clear(c.mem, C.bool(true)) }

@@ -1,0 +1,387 @@
+package engine
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/llmux/llmux/models"
+	"github.com/llmux/llmux/models/modeltest"
+)
+
+// generate greedily decodes n tokens for each prompt. With batched=true all
+// prompts share one context and every step carries one token per sequence;
+// otherwise each prompt runs alone in a fresh context.
+func generate(t testing.TB, m *Model, prompts []string, n int, batched bool) [][]int32 {
+	t.Helper()
+	if !batched {
+		var out [][]int32
+		for _, p := range prompts {
+			out = append(out, generate(t, m, []string{p}, n, true)[0])
+		}
+		return out
+	}
+	ctx, err := m.NewContext(ContextOptions{Cells: 2048, Sequences: len(prompts), Batch: 512})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.Close()
+	b, err := NewBatch(512, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	toks := make([][]int32, len(prompts))
+	samplers := make([]*Sampler, len(prompts))
+	rows := make([]int, len(prompts))
+	for i, p := range prompts {
+		toks[i], err = m.Tokenize(p, true, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		samplers[i], err = NewSampler(m, SamplingParams{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer samplers[i].Close()
+	}
+	// Prefill every prompt in one batch.
+	for i := range prompts {
+		for j, tok := range toks[i] {
+			rows[i] = b.Add(tok, j, j == len(toks[i])-1, i)
+		}
+	}
+	out := make([][]int32, len(prompts))
+	for step := 0; step < n; step++ {
+		if err := ctx.Decode(b); err != nil {
+			t.Fatalf("decode step %d: %v", step, err)
+		}
+		b.Clear()
+		for i := range prompts {
+			tok, err := samplers[i].Sample(ctx, rows[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[i] = append(out[i], tok)
+			rows[i] = b.Add(tok, len(toks[i])+step, true, i)
+		}
+	}
+	return out
+}
+
+func loadTiny(t testing.TB) *Model {
+	t.Helper()
+	m, err := LoadModel(modeltest.Preset(t, "tiny"), ModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m
+}
+
+func TestSynthesizedModelGenerates(t *testing.T) {
+	m := loadTiny(t)
+	if m.VocabSize() != 512 {
+		t.Fatalf("vocab = %d, want 512", m.VocabSize())
+	}
+	out := generate(t, m, []string{"once upon a time"}, 16, true)[0]
+	if len(out) != 16 {
+		t.Fatalf("got %d tokens", len(out))
+	}
+	text := m.Detokenize(out)
+	if !utf8.ValidString(text) {
+		t.Fatalf("invalid UTF-8: %q", text)
+	}
+	t.Logf("tiny model: %q", text)
+}
+
+func TestLogitsAreFinite(t *testing.T) {
+	for _, typ := range []models.TensorType{models.F32, models.F16, models.Q8_0, models.Q4_0} {
+		t.Run(string(typ), func(t *testing.T) {
+			cfg := models.Presets["tiny"]
+			cfg.Type = typ
+			cfg.Layers = 4
+			m, err := LoadModel(modeltest.Synth(t, cfg), ModelOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			ctx, err := m.NewContext(ContextOptions{Cells: 512})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ctx.Close()
+			b, _ := NewBatch(256, 1)
+			defer b.Close()
+			toks, _ := m.Tokenize(strings.Repeat("the cat saw a dog and ", 10), true, false)
+			for i, tok := range toks {
+				b.Add(tok, i, true, 0)
+			}
+			if err := ctx.Decode(b); err != nil {
+				t.Fatal(err)
+			}
+			var spread float64
+			for i := range toks {
+				lg := ctx.Logits(i)
+				lo, hi := math.Inf(1), math.Inf(-1)
+				for _, v := range lg {
+					if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+						t.Fatalf("row %d: non-finite logit %v", i, v)
+					}
+					lo, hi = math.Min(lo, float64(v)), math.Max(hi, float64(v))
+				}
+				spread += hi - lo
+			}
+			if spread == 0 {
+				t.Fatal("all logits equal: the model computes nothing")
+			}
+		})
+	}
+}
+
+func TestStoriesWritesEnglish(t *testing.T) {
+	m, err := LoadModel(modeltest.Stories(t), ModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	out := generate(t, m, []string{"Once upon a time"}, 48, true)[0]
+	text := m.Detokenize(out)
+	t.Logf("stories260K: %q", text)
+	words := 0
+	for _, w := range []string{" the ", " a ", " was ", " and ", " to ", " she ", " he ", " it ", " her ", " his "} {
+		words += strings.Count(" "+strings.ToLower(text)+" ", w)
+	}
+	if words < 3 {
+		t.Fatalf("expected common English words in %q", text)
+	}
+}
+
+func TestBadModelFiles(t *testing.T) {
+	dir := t.TempDir()
+	good, err := os.ReadFile(modeltest.Preset(t, "tiny"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	lora := modeltest.LoRA(t, modeltest.Preset(t, "tiny"), models.LoRAConfig{})
+	badArch := strings.Replace(string(good), "llama", "zzzzz", 1) // general.architecture value
+	cases := map[string]string{
+		"missing":        filepath.Join(dir, "nope.gguf"),
+		"directory":      dir,
+		"empty":          write("empty.gguf", nil),
+		"not gguf":       write("text.gguf", []byte("hello, this is not a model at all")),
+		"header only":    write("hdr.gguf", good[:64]),
+		"truncated":      write("trunc.gguf", good[:len(good)/2]),
+		"truncated tail": write("tail.gguf", good[:len(good)-1]),
+		"unknown arch":   write("arch.gguf", []byte(badArch)),
+		"adapter":        lora,
+	}
+	for name, path := range cases {
+		t.Run(name, func(t *testing.T) {
+			m, err := LoadModel(path, ModelOptions{})
+			if err == nil {
+				m.Close()
+				t.Fatalf("LoadModel(%s) succeeded, want an error", name)
+			}
+			t.Logf("%s: %v", name, err)
+		})
+	}
+}
+
+var eightPrompts = []string{
+	"Once upon a time",
+	"The little dog",
+	"She saw a big red ball and",
+	"One day, Tom went to the park with his mom",
+	"The sun was",
+	"Lily and Ben were friends. They liked to",
+	"a",
+	"There was a tree in the garden. It was very tall and green, and the birds loved it",
+}
+
+// TestBatchedEqualsAlone: greedy decoding of 8 prompts in one batch gives
+// the same first 32 tokens as each prompt decoded alone. Batched and single
+// runs use different matrix kernels (different summation order), so a logit
+// may differ in its last bits; the synthesized models spread their logits
+// widely so greedy choices are not near ties, and on both models we demand
+// exact equality.
+func TestBatchedEqualsAlone(t *testing.T) {
+	paths := map[string]string{"synth-bench-shape": modeltest.Synth(t, models.SynthConfig{Name: "eq", Layers: 4, Embedding: 256, Heads: 8, HeadsKV: 4, FFN: 512, Context: 2048, Vocab: 512, Type: models.Q8_0, Seed: 7, ByteTokens: true})}
+	if p := modeltest.StoriesPath(); p != "" {
+		paths["stories260K"] = p
+	} else {
+		t.Log("stories260K absent: checking the synthesized model only")
+	}
+	for name, path := range paths {
+		t.Run(name, func(t *testing.T) {
+			m, err := LoadModel(path, ModelOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			batched := generate(t, m, eightPrompts, 32, true)
+			alone := generate(t, m, eightPrompts, 32, false)
+			for i := range eightPrompts {
+				if !slicesEqual(batched[i], alone[i]) {
+					t.Errorf("prompt %d %q:\n batched %v\n alone   %v", i, eightPrompts[i], batched[i], alone[i])
+				}
+			}
+		})
+	}
+}
+
+func slicesEqual(a, b []int32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestLoRAChangesLogits(t *testing.T) {
+	base := modeltest.Preset(t, "tiny")
+	m, err := LoadModel(base, ModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	a, err := m.LoadAdapter(modeltest.LoRA(t, base, models.LoRAConfig{Rank: 4, Seed: 3}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plainCtx, err := m.NewContext(ContextOptions{Cells: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plainCtx.Close()
+	if err := plainCtx.SetAdapters([]AdapterRef{{a, 1}}); err == nil {
+		t.Fatal("SetAdapters on a context without LoRA succeeded")
+	}
+	ctx, err := m.NewContext(ContextOptions{Cells: 256, LoRA: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.Close()
+	b, _ := NewBatch(64, 1)
+	defer b.Close()
+	toks, _ := m.Tokenize("the dog saw the cat", true, false)
+	logits := func() []float32 {
+		ctx.Clear()
+		b.Clear()
+		for i, tok := range toks {
+			b.Add(tok, i, i == len(toks)-1, 0)
+		}
+		if err := ctx.Decode(b); err != nil {
+			t.Fatal(err)
+		}
+		return append([]float32(nil), ctx.Logits(len(toks)-1)...)
+	}
+	plain := logits()
+	if err := ctx.SetAdapters([]AdapterRef{{a, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	adapted := logits()
+	if err := ctx.SetAdapters(nil); err != nil {
+		t.Fatal(err)
+	}
+	again := logits()
+	diff := func(x, y []float32) (d float64) {
+		for i := range x {
+			d = math.Max(d, math.Abs(float64(x[i]-y[i])))
+		}
+		return d
+	}
+	if d := diff(plain, adapted); d < 0.01 {
+		t.Fatalf("adapter changed logits by at most %g", d)
+	}
+	if d := diff(plain, again); d > 1e-4 {
+		t.Fatalf("removing the adapter left logits off by %g", d)
+	}
+	// An adapter for another base shape is refused with an error.
+	other := modeltest.Synth(t, models.SynthConfig{Name: "other", Layers: 2, Embedding: 128, Heads: 4, Vocab: 512, ByteTokens: true})
+	if _, err := m.LoadAdapter(modeltest.LoRA(t, other, models.LoRAConfig{})); err == nil {
+		t.Fatal("adapter for a different base loaded without error")
+	}
+	a.Unload()
+}
+
+// TestNoLeakAcrossLoads loads and frees a small model (with a context, a
+// batch and a sampler) 100 times and checks that resident memory does not
+// keep growing. The first 20 cycles warm up allocator pools.
+func TestNoLeakAcrossLoads(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short mode")
+	}
+	path := modeltest.Preset(t, "tiny")
+	cycle := func() {
+		m, err := LoadModel(path, ModelOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, err := m.NewContext(ContextOptions{Cells: 256, Sequences: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := NewBatch(32, 2)
+		s, err := NewSampler(m, SamplingParams{Temperature: 0.8, TopK: 40, Seed: 1, LogitBias: map[int32]float32{5: 1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Add(1, 0, true, 0, 1)
+		if err := ctx.Decode(b); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Sample(ctx, 0); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		b.Close()
+		ctx.Close()
+		m.Close()
+	}
+	for range 20 {
+		cycle()
+	}
+	before := rssKB(t)
+	for range 100 {
+		cycle()
+	}
+	after := rssKB(t)
+	t.Logf("RSS before %d KB, after 100 cycles %d KB", before, after)
+	// A leak of the model (~600 KB of weights) or its KV cache per cycle
+	// would add tens of MB; allow 8 MB of allocator noise.
+	if after-before > 8*1024 {
+		t.Fatalf("RSS grew by %d KB over 100 load/free cycles", after-before)
+	}
+}
+
+func rssKB(t testing.TB) int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Skip("no /proc/self/status")
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			var kb int64
+			fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(line, "VmRSS:")), "%d", &kb)
+			return kb
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}

@@ -1,0 +1,102 @@
+#include "llmux_engine.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+
+extern "C" void llmuxGoLog(int level, char * text);
+
+static void llmux_log(enum ggml_log_level level, const char * text, void * user) {
+    (void) user;
+    llmuxGoLog((int) level, (char *) text);
+}
+
+extern "C" void llmux_log_install(void) {
+    llama_log_set(llmux_log, nullptr);
+}
+
+static void set_err(char * err, int err_len, const char * msg) {
+    if (err && err_len > 0) {
+        std::snprintf(err, (size_t) err_len, "%s", msg);
+    }
+}
+
+extern "C" struct llama_sampler * llmux_sampler_new(const struct llama_model * model, const struct llmux_sampler_params * p, char * err, int err_len) {
+    const struct llama_vocab * vocab = llama_model_get_vocab(model);
+    struct llama_sampler_chain_params cp = llama_sampler_chain_default_params();
+    cp.no_perf = true;
+    struct llama_sampler * chain = llama_sampler_chain_init(cp);
+    try {
+        if (p->n_logit_bias > 0) {
+            llama_sampler_chain_add(chain, llama_sampler_init_logit_bias(llama_vocab_n_tokens(vocab), p->n_logit_bias, p->logit_bias));
+        }
+        if (p->penalty_repeat != 1.0f || p->penalty_freq != 0.0f || p->penalty_present != 0.0f) {
+            llama_sampler_chain_add(chain, llama_sampler_init_penalties(p->penalty_last_n, p->penalty_repeat, p->penalty_freq, p->penalty_present));
+        }
+        if (p->grammar && p->grammar[0]) {
+            struct llama_sampler * g = llama_sampler_init_grammar(vocab, p->grammar, "root");
+            if (!g) {
+                set_err(err, err_len, "grammar could not be parsed");
+                llama_sampler_free(chain);
+                return nullptr;
+            }
+            llama_sampler_chain_add(chain, g);
+        }
+        if (p->temperature <= 0.0f) {
+            llama_sampler_chain_add(chain, llama_sampler_init_greedy());
+        } else {
+            if (p->top_k > 0) llama_sampler_chain_add(chain, llama_sampler_init_top_k(p->top_k));
+            if (p->top_p > 0.0f && p->top_p < 1.0f) llama_sampler_chain_add(chain, llama_sampler_init_top_p(p->top_p, 1));
+            if (p->min_p > 0.0f) llama_sampler_chain_add(chain, llama_sampler_init_min_p(p->min_p, 1));
+            llama_sampler_chain_add(chain, llama_sampler_init_temp(p->temperature));
+            llama_sampler_chain_add(chain, llama_sampler_init_dist(p->seed));
+        }
+    } catch (const std::exception & e) {
+        set_err(err, err_len, e.what());
+        llama_sampler_free(chain);
+        return nullptr;
+    }
+    return chain;
+}
+
+extern "C" int llmux_sample(struct llama_sampler * chain, struct llama_context * ctx, int32_t idx, llama_token_data * buf, int32_t n_vocab, llama_token * out, char * err, int err_len) {
+    try {
+        const float * logits = llama_get_logits_ith(ctx, idx);
+        if (!logits) {
+            set_err(err, err_len, "no logits for this batch row");
+            return 2;
+        }
+        for (int32_t i = 0; i < n_vocab; i++) {
+            buf[i].id = i;
+            buf[i].logit = logits[i];
+            buf[i].p = 0.0f;
+        }
+        llama_token_data_array cur = { buf, (size_t) n_vocab, -1, false };
+        llama_sampler_apply(chain, &cur);
+        if (cur.selected < 0 || cur.selected >= (int64_t) cur.size) {
+            set_err(err, err_len, "sampler selected no token");
+            return 2;
+        }
+        const llama_token_data & tok = cur.data[cur.selected];
+        if (std::isinf(tok.logit) && tok.logit < 0) {
+            return 1;
+        }
+        *out = tok.id;
+        llama_sampler_accept(chain, tok.id);
+        return 0;
+    } catch (const std::exception & e) {
+        set_err(err, err_len, e.what());
+        return 2;
+    }
+}
+
+extern "C" int llmux_accept(struct llama_sampler * chain, llama_token tok, char * err, int err_len) {
+    try {
+        llama_sampler_accept(chain, tok);
+        return 0;
+    } catch (const std::exception & e) {
+        set_err(err, err_len, e.what());
+        return 2;
+    }
+}

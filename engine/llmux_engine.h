@@ -1,0 +1,46 @@
+// Helpers that llmux's engine needs around llama.h: C++ exceptions must not
+// cross into Go, and a sampled token must be one the sampler chain allowed.
+#ifndef LLMUX_ENGINE_H
+#define LLMUX_ENGINE_H
+#include <stdbool.h>
+#include <stdint.h>
+#include "llama.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+void llmux_log_install(void);
+
+// llmux_sampler_new builds one sequence's sampler chain. On error it returns
+// NULL and writes a message into err (err_len bytes).
+struct llmux_sampler_params {
+    float temperature;
+    int32_t top_k;
+    float top_p;
+    float min_p;
+    uint32_t seed;
+    int32_t penalty_last_n;
+    float penalty_repeat;
+    float penalty_freq;
+    float penalty_present;
+    const llama_logit_bias * logit_bias;
+    int32_t n_logit_bias;
+    const char * grammar; // GBNF, or NULL
+};
+struct llama_sampler * llmux_sampler_new(const struct llama_model * model, const struct llmux_sampler_params * p, char * err, int err_len);
+
+// llmux_sample applies the chain to the logits of output row idx, picks a
+// token, and accepts it into the chain's state. It returns 0 on success,
+// 1 when the chain left no allowed token, 2 on an internal error (message in
+// err). buf must hold n_vocab entries.
+int llmux_sample(struct llama_sampler * chain, struct llama_context * ctx, int32_t idx, llama_token_data * buf, int32_t n_vocab, llama_token * out, char * err, int err_len);
+
+// llmux_accept feeds a token into a chain without sampling it (for example
+// tokens that were forced). Returns 0, or 2 with a message in err.
+int llmux_accept(struct llama_sampler * chain, llama_token tok, char * err, int err_len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,253 @@
+package engine
+
+/*
+#include <stdlib.h>
+#include "llama.h"
+#include "llmux_engine.h"
+
+extern bool llmuxGoProgress(float progress, void * user);
+static bool llmux_progress_trampoline(float progress, void * user) { return llmuxGoProgress(progress, user); }
+static void llmux_set_progress(struct llama_model_params * p, void * user) {
+	p->progress_callback = llmux_progress_trampoline;
+	p->progress_callback_user_data = user;
+}
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"runtime/cgo"
+	"sync"
+	"unsafe"
+
+	"github.com/llmux/llmux/models"
+)
+
+// ModelOptions configure LoadModel. The zero value loads on the CPU.
+type ModelOptions struct {
+	// GPULayers is how many layers to offload (-1: all). Needs a GPU backend.
+	GPULayers int
+	// MainGPU is the device used when the model is not split.
+	MainGPU int
+	// TensorSplit gives each GPU's share of the layers (nil: even split).
+	TensorSplit []float32
+	// NoMmap reads the weights into memory instead of mapping the file.
+	NoMmap bool
+	// Progress, if set, is told the load progress in [0,1]; returning false
+	// aborts the load.
+	Progress func(float32) bool
+}
+
+// Model is one loaded GGUF model. Its methods are safe for concurrent use;
+// Close must not race with any of them.
+type Model struct {
+	c      *C.struct_llama_model
+	vocab  *C.struct_llama_vocab
+	path   string
+	nVocab int
+	pieces [][]byte // detokenized text of every token, filled at load
+	eog    []bool
+
+	adaptersMu sync.Mutex // guards adapters
+	adapters   []*Adapter
+	closeOnce  sync.Once
+}
+
+// ErrUnsupported is returned (wrapped) for a valid GGUF that llama.cpp
+// cannot run, such as an unknown architecture.
+var ErrUnsupported = errors.New("model not supported by llama.cpp")
+
+//export llmuxGoProgress
+func llmuxGoProgress(progress C.float, user unsafe.Pointer) C.bool {
+	h := cgo.Handle(user)
+	f := h.Value().(func(float32) bool)
+	return C.bool(f(float32(progress)))
+}
+
+// LoadModel loads a GGUF model. The file is checked in Go first (magic,
+// header, tensor bounds), so a missing, foreign or truncated file returns an
+// error instead of reaching llama.cpp.
+func LoadModel(path string, opts ModelOptions) (*Model, error) {
+	info, err := models.Inspect(path)
+	if err != nil {
+		return nil, fmt.Errorf("load model: %w", err)
+	}
+	if info.Kind == "adapter" {
+		return nil, fmt.Errorf("load model %s: file is a %s adapter, not a model", path, info.AdapterType)
+	}
+	initBackend()
+	params := C.llama_model_default_params()
+	params.n_gpu_layers = C.int32_t(opts.GPULayers)
+	if opts.GPULayers < 0 {
+		params.n_gpu_layers = 999
+	}
+	params.main_gpu = C.int32_t(opts.MainGPU)
+	params.use_mmap = C.bool(!opts.NoMmap)
+	var split *C.float
+	if len(opts.TensorSplit) > 0 {
+		n := int(C.llama_max_devices())
+		if len(opts.TensorSplit) > n {
+			return nil, fmt.Errorf("load model: tensor split has %d entries, this build supports %d devices", len(opts.TensorSplit), n)
+		}
+		split = (*C.float)(C.calloc(C.size_t(n), C.sizeof_float))
+		defer C.free(unsafe.Pointer(split))
+		s := unsafe.Slice(split, n)
+		for i, v := range opts.TensorSplit {
+			s[i] = C.float(v)
+		}
+		params.tensor_split = split
+	}
+	if opts.Progress != nil {
+		h := cgo.NewHandle(opts.Progress)
+		defer h.Delete()
+		C.llmux_set_progress(&params, unsafe.Pointer(h))
+	}
+	cpath := C.CString(path)
+	defer C.free(unsafe.Pointer(cpath))
+	cm := C.llama_model_load_from_file(cpath, params)
+	if cm == nil {
+		return nil, fmt.Errorf("load model %s (%s): %w", path, info.Architecture, ErrUnsupported)
+	}
+	m := &Model{c: cm, vocab: C.llama_model_get_vocab(cm), path: path}
+	m.nVocab = int(C.llama_vocab_n_tokens(m.vocab))
+	m.pieces = make([][]byte, m.nVocab)
+	m.eog = make([]bool, m.nVocab)
+	buf := make([]byte, 256)
+	for t := range m.nVocab {
+		m.pieces[t] = m.piece(int32(t), buf)
+		m.eog[t] = bool(C.llama_vocab_is_eog(m.vocab, C.llama_token(t)))
+	}
+	return m, nil
+}
+
+func (m *Model) piece(t int32, buf []byte) []byte {
+	for {
+		n := C.llama_token_to_piece(m.vocab, C.llama_token(t), (*C.char)(unsafe.Pointer(&buf[0])), C.int32_t(len(buf)), 0, false)
+		if n >= 0 {
+			return append([]byte(nil), buf[:n]...)
+		}
+		buf = make([]byte, -n)
+	}
+}
+
+// Close frees the model and its adapters. Contexts must be closed first.
+func (m *Model) Close() {
+	m.closeOnce.Do(func() {
+		m.adaptersMu.Lock()
+		for _, a := range m.adapters {
+			a.free()
+		}
+		m.adapters = nil
+		m.adaptersMu.Unlock()
+		C.llama_model_free(m.c)
+		m.c = nil
+	})
+}
+
+// Path is the file the model was loaded from.
+func (m *Model) Path() string { return m.path }
+
+// VocabSize is the number of tokens in the vocabulary.
+func (m *Model) VocabSize() int { return m.nVocab }
+
+// TrainContext is the context length the model was trained with.
+func (m *Model) TrainContext() int { return int(C.llama_model_n_ctx_train(m.c)) }
+
+// EmbeddingSize is the width of the model's hidden state.
+func (m *Model) EmbeddingSize() int { return int(C.llama_model_n_embd(m.c)) }
+
+// Parameters is the number of weights.
+func (m *Model) Parameters() uint64 { return uint64(C.llama_model_n_params(m.c)) }
+
+// SizeBytes is the size of the weights in memory.
+func (m *Model) SizeBytes() uint64 { return uint64(C.llama_model_size(m.c)) }
+
+// Description is llama.cpp's one-line summary (architecture, size, type).
+func (m *Model) Description() string {
+	buf := make([]byte, 256)
+	n := C.llama_model_desc(m.c, (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)))
+	if n < 0 {
+		return ""
+	}
+	return string(buf[:min(int(n), len(buf)-1)])
+}
+
+// Meta returns a metadata value as a string, and whether it exists.
+func (m *Model) Meta(key string) (string, bool) {
+	ck := C.CString(key)
+	defer C.free(unsafe.Pointer(ck))
+	buf := make([]byte, 4096)
+	n := C.llama_model_meta_val_str(m.c, ck, (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)))
+	if n < 0 {
+		return "", false
+	}
+	if int(n) >= len(buf) {
+		buf = make([]byte, n+1)
+		C.llama_model_meta_val_str(m.c, ck, (*C.char)(unsafe.Pointer(&buf[0])), C.size_t(len(buf)))
+	}
+	return string(buf[:n]), true
+}
+
+// ChatTemplate is the model's own chat template ("" when it has none).
+func (m *Model) ChatTemplate() string {
+	p := C.llama_model_chat_template(m.c, nil)
+	if p == nil {
+		return ""
+	}
+	return C.GoString(p)
+}
+
+// BOS is the beginning-of-sequence token, or -1.
+func (m *Model) BOS() int32 { return int32(C.llama_vocab_bos(m.vocab)) }
+
+// EOS is the end-of-sequence token, or -1.
+func (m *Model) EOS() int32 { return int32(C.llama_vocab_eos(m.vocab)) }
+
+// AddBOS reports whether prompts should start with BOS.
+func (m *Model) AddBOS() bool { return bool(C.llama_vocab_get_add_bos(m.vocab)) }
+
+// IsEOG reports whether a token ends generation (EOS, EOT and the like).
+func (m *Model) IsEOG(t int32) bool { return t >= 0 && int(t) < m.nVocab && m.eog[t] }
+
+// ValidToken reports whether t is a token id of this vocab.
+func (m *Model) ValidToken(t int32) bool { return t >= 0 && int(t) < m.nVocab }
+
+// Piece is the raw bytes a token decodes to (may be part of a UTF-8 rune).
+// Control tokens decode to nothing. The slice must not be modified.
+func (m *Model) Piece(t int32) []byte {
+	if !m.ValidToken(t) {
+		return nil
+	}
+	return m.pieces[t]
+}
+
+// Tokenize turns text into tokens. addSpecial adds BOS (when the model wants
+// it); parseSpecial turns control-token text such as "<|im_start|>" into the
+// control token instead of plain text.
+func (m *Model) Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, error) {
+	ctext := C.CString(text)
+	defer C.free(unsafe.Pointer(ctext))
+	n := len(text) + 2
+	for {
+		out := make([]int32, n)
+		got := C.llama_tokenize(m.vocab, ctext, C.int32_t(len(text)), (*C.llama_token)(unsafe.Pointer(&out[0])), C.int32_t(n), C.bool(addSpecial), C.bool(parseSpecial))
+		if got >= 0 {
+			return out[:got], nil
+		}
+		if int(-got) <= n {
+			return nil, fmt.Errorf("tokenize: failed (%d)", got)
+		}
+		n = int(-got)
+	}
+}
+
+// Detokenize joins the tokens' text; invalid UTF-8 becomes U+FFFD.
+func (m *Model) Detokenize(tokens []int32) string {
+	var d Detokenizer
+	var out []byte
+	for _, t := range tokens {
+		out = d.Add(out, m.Piece(t))
+	}
+	return string(d.Flush(out))
+}
