@@ -1,15 +1,16 @@
 package engine
 
 /*
+#include <stdint.h>
 #include <stdlib.h>
 #include "llama.h"
 #include "llmux_engine.h"
 
 extern bool llmuxGoProgress(float progress, void * user);
 static bool llmux_progress_trampoline(float progress, void * user) { return llmuxGoProgress(progress, user); }
-static void llmux_set_progress(struct llama_model_params * p, void * user) {
+static void llmux_set_progress(struct llama_model_params * p, uintptr_t user) {
 	p->progress_callback = llmux_progress_trampoline;
-	p->progress_callback_user_data = user;
+	p->progress_callback_user_data = (void *) user;
 }
 */
 import "C"
@@ -60,7 +61,7 @@ var ErrUnsupported = errors.New("model not supported by llama.cpp")
 
 //export llmuxGoProgress
 func llmuxGoProgress(progress C.float, user unsafe.Pointer) C.bool {
-	h := cgo.Handle(user)
+	h := cgo.Handle(uintptr(user))
 	f := h.Value().(func(float32) bool)
 	return C.bool(f(float32(progress)))
 }
@@ -101,7 +102,7 @@ func LoadModel(path string, opts ModelOptions) (*Model, error) {
 	if opts.Progress != nil {
 		h := cgo.NewHandle(opts.Progress)
 		defer h.Delete()
-		C.llmux_set_progress(&params, unsafe.Pointer(h))
+		C.llmux_set_progress(&params, C.uintptr_t(h))
 	}
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
