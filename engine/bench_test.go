@@ -9,6 +9,12 @@ import (
 	"github.com/llmux/llmux/models/modeltest"
 )
 
+var (
+	benchKV      = flag.String("engine.kv", "unified,perseq", "KV layouts for BenchmarkDecode")
+	benchBatches = flag.String("engine.batches", "1,4,16,64", "batch sizes for BenchmarkDecode")
+	benchFA      = flag.String("engine.fa", "auto", "flash attention for BenchmarkDecode: auto, on, off")
+)
+
 var benchModels = flag.String("engine.models", "bench,stories", "comma-separated models for BenchmarkDecode: bench (synthesized ~86M), stories (stories260K), tiny, small")
 
 // BenchmarkDecode measures raw decode throughput the way llama.cpp's
@@ -25,8 +31,10 @@ func BenchmarkDecode(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		for _, kv := range []string{"unified", "perseq"} {
-			for _, batch := range []int{1, 4, 16, 64} {
+		for _, kv := range splitList(*benchKV) {
+			for _, bs := range splitList(*benchBatches) {
+				var batch int
+				fmt.Sscan(bs, &batch)
 				b.Run(fmt.Sprintf("model=%s/kv=%s/batch=%d", name, kv, batch), func(b *testing.B) {
 					tps := DecodeThroughput(b, m, batch, 128, 128, kv == "perseq")
 					b.ReportMetric(tps, "tok/s")
@@ -40,7 +48,7 @@ func BenchmarkDecode(b *testing.B) {
 // DecodeThroughput runs the batched-bench measurement b.N times and returns
 // the mean decode tokens/s.
 func DecodeThroughput(b *testing.B, m *Model, batch, promptLen, genLen int, perSeq bool) float64 {
-	ctx, err := m.NewContext(ContextOptions{Cells: batch * (promptLen + genLen + 1), Sequences: batch, Batch: 2048, PerSequenceKV: perSeq})
+	ctx, err := m.NewContext(ContextOptions{Cells: batch * (promptLen + genLen + 1), Sequences: batch, Batch: 2048, PerSequenceKV: perSeq, FlashAttention: *benchFA})
 	if err != nil {
 		b.Fatal(err)
 	}
