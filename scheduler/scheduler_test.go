@@ -1,0 +1,432 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/llmux/llmux/engine"
+	"github.com/llmux/llmux/models/modeltest"
+)
+
+func loadModel(t testing.TB, preset string) *engine.Model {
+	t.Helper()
+	m, err := engine.LoadModel(modeltest.Preset(t, preset), engine.ModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m
+}
+
+// start runs a scheduler until the test ends.
+func start(t testing.TB, m *engine.Model, opts Options) *Scheduler {
+	t.Helper()
+	s, err := New(m, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go s.Run(ctx)
+	t.Cleanup(func() { cancel(); s.Close() })
+	return s
+}
+
+type result struct {
+	tokens [][]int32
+	text   []string
+	finish []FinishReason
+	errs   []error
+	usage  *Usage
+	events int
+}
+
+func collect(t testing.TB, st *Stream) result {
+	t.Helper()
+	var r result
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // liveness bound only
+	defer cancel()
+	for {
+		ev, err := st.Recv(ctx)
+		if err == io.EOF {
+			return r
+		}
+		if err != nil {
+			t.Fatalf("recv: %v", err)
+		}
+		r.events++
+		if ev.Final {
+			r.usage = ev.Usage
+			if ev.Err != nil {
+				r.errs = append(r.errs, ev.Err)
+			}
+			continue
+		}
+		for len(r.tokens) <= ev.Index {
+			r.tokens = append(r.tokens, nil)
+			r.text = append(r.text, "")
+			r.finish = append(r.finish, "")
+		}
+		for _, tk := range ev.Tokens {
+			r.tokens[ev.Index] = append(r.tokens[ev.Index], tk.ID)
+		}
+		r.text[ev.Index] += ev.Text
+		if ev.Finish != "" {
+			if r.finish[ev.Index] != "" {
+				t.Fatalf("choice %d finished twice (%s, %s)", ev.Index, r.finish[ev.Index], ev.Finish)
+			}
+			r.finish[ev.Index] = ev.Finish
+		}
+		if ev.Err != nil {
+			r.errs = append(r.errs, ev.Err)
+		}
+	}
+}
+
+func tokenize(t testing.TB, m *engine.Model, s string) []int32 {
+	t.Helper()
+	toks, err := m.Tokenize(s, true, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return toks
+}
+
+func prompts(n int) []string {
+	words := strings.Fields("the cat saw a big red ball and ran to the park with her mom one day tom went up the tree")
+	out := make([]string, n)
+	for i := range out {
+		var b strings.Builder
+		for j := 0; j < 3+(i*7)%40; j++ {
+			b.WriteString(words[(i+j*3)%len(words)])
+			b.WriteByte(' ')
+		}
+		out[i] = b.String()
+	}
+	return out
+}
+
+// alone runs each prompt greedily on a fresh one-slot scheduler.
+func alone(t testing.TB, m *engine.Model, ps []string, maxTokens int) [][]int32 {
+	t.Helper()
+	s := start(t, m, Options{Parallel: 1, Cells: 2048, NoPrefixCache: true})
+	var out [][]int32
+	for _, p := range ps {
+		st, err := s.Submit(context.Background(), Request{Prompt: tokenize(t, m, p), MaxTokens: maxTokens, IgnoreEOS: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, collect(t, st).tokens[0])
+	}
+	return out
+}
+
+func TestConcurrentRequestsCompleteAndMatchAlone(t *testing.T) {
+	m := loadModel(t, "tiny")
+	s := start(t, m, Options{Parallel: 8, Cells: 4096})
+	ps := prompts(32)
+	results := make([]result, len(ps))
+	var wg sync.WaitGroup
+	for i, p := range ps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := s.Submit(context.Background(), Request{ID: fmt.Sprint(i), Prompt: tokenize(t, m, p), MaxTokens: 8 + i%17, IgnoreEOS: true})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			results[i] = collect(t, st)
+		}()
+	}
+	wg.Wait()
+	ref := alone(t, m, ps, 24)
+	for i, r := range results {
+		want := 8 + i%17
+		if len(r.tokens) != 1 || len(r.tokens[0]) != want || r.finish[0] != FinishLength {
+			t.Fatalf("request %d: %d tokens, finish %v; want %d tokens, length", i, len(r.tokens[0]), r.finish, want)
+		}
+		if r.usage == nil || r.usage.CompletionTokens != want || r.usage.PromptTokens != len(tokenize(t, m, ps[i])) {
+			t.Fatalf("request %d: usage %+v", i, r.usage)
+		}
+		if !equalTokens(r.tokens[0], ref[i][:want]) {
+			t.Errorf("request %d: batched %v\nalone %v", i, r.tokens[0], ref[i][:want])
+		}
+	}
+	if st := s.Stats(); st.KV.SlotsActive != 0 {
+		t.Fatalf("slots still active after all requests: %+v", st.KV)
+	}
+}
+
+func equalTokens(a, b []int32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestCancelFreesSlotWithinAStep(t *testing.T) {
+	m := loadModel(t, "tiny")
+	s := start(t, m, Options{Parallel: 3, Cells: 4096})
+	var streams []*Stream
+	for i := range 3 {
+		st, err := s.Submit(context.Background(), Request{Prompt: tokenize(t, m, prompts(3)[i]), MaxTokens: 300, IgnoreEOS: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, st)
+	}
+	// Wait for the first token of the victim, then hang up.
+	if _, err := streams[0].Recv(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	before := s.Stats().Steps
+	streams[0].Close()
+	r := collect(t, streams[0])
+	after := s.Stats().Steps
+	if len(r.errs) == 0 || !errors.Is(r.errs[len(r.errs)-1], context.Canceled) {
+		t.Fatalf("cancelled stream ended with %v", r.errs)
+	}
+	if after-before > 2 {
+		t.Fatalf("slot freed %d steps after the cancel, want within one", after-before)
+	}
+	for _, st := range streams[1:] {
+		res := collect(t, st)
+		if len(res.tokens[0]) != 300 || res.finish[0] != FinishLength {
+			t.Fatalf("survivor got %d tokens, finish %v", len(res.tokens[0]), res.finish)
+		}
+	}
+	if st := s.Stats(); st.Cancelled != 1 || st.KV.SlotsActive != 0 {
+		t.Fatalf("stats after: %+v", st)
+	}
+}
+
+func TestQueueOverflowAndInvalidRequests(t *testing.T) {
+	m := loadModel(t, "tiny")
+	s, err := New(m, Options{Parallel: 1, Cells: 256, MaxQueue: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Run is not started, so nothing leaves the queue.
+	p := tokenize(t, m, "the cat")
+	for i := range 2 {
+		if _, err := s.Submit(context.Background(), Request{Prompt: p}); err != nil {
+			t.Fatalf("submit %d: %v", i, err)
+		}
+	}
+	_, err = s.Submit(context.Background(), Request{Prompt: p})
+	var oe *OverloadError
+	if !errors.As(err, &oe) || oe.RetryAfter <= 0 {
+		t.Fatalf("third submit: %v, want *OverloadError with RetryAfter", err)
+	}
+	long := make([]int32, 300)
+	for i := range long {
+		long[i] = 300
+	}
+	bad := map[string]Request{
+		"prompt":     {Prompt: long},
+		"n":          {Prompt: p, N: 2},
+		"max_tokens": {Prompt: p, MaxTokens: -1},
+		"sampling":   {Prompt: p, Sampling: engine.SamplingParams{Grammar: "root ::= ("}},
+		"stop":       {Prompt: p, Stop: []string{""}},
+	}
+	bad["prompt"] = Request{Prompt: long}
+	for param, r := range bad {
+		_, err := s.Submit(context.Background(), r)
+		var ie *InvalidRequestError
+		if !errors.As(err, &ie) || ie.Param != param {
+			t.Errorf("%s: got %v, want *InvalidRequestError for %s", param, err, param)
+		}
+	}
+	if _, err := s.Submit(context.Background(), Request{Prompt: []int32{99999}}); err == nil {
+		t.Error("out-of-vocabulary token accepted")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	go s.Run(ctx)
+	s.Close()
+}
+
+func TestQueuedPastDeadlineFails(t *testing.T) {
+	m := loadModel(t, "tiny")
+	s := start(t, m, Options{Parallel: 1, Cells: 1024})
+	st, err := s.Submit(context.Background(), Request{Prompt: tokenize(t, m, "the cat"), Deadline: time.Now().Add(-time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := collect(t, st)
+	var oe *OverloadError
+	if len(r.errs) == 0 || !errors.As(r.errs[0], &oe) {
+		t.Fatalf("got %v, want an OverloadError", r.errs)
+	}
+}
+
+func TestPreemptionLosesNothing(t *testing.T) {
+	m := loadModel(t, "tiny")
+	ps := prompts(6)[:4]
+	const gen = 100
+	ref := alone(t, m, ps, gen)
+	// 4 sequences of ~5-40 prompt tokens + 100 generated need ~480 cells;
+	// give them 120 (llama.cpp rounds a context up to 256) so sequences
+	// must be preempted and recomputed.
+	s := start(t, m, Options{Parallel: 4, CacheSlots: -1, Cells: 120, TokenBudget: 64, Chunk: 32})
+	results := make([]result, len(ps))
+	var wg sync.WaitGroup
+	for i, p := range ps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := s.Submit(context.Background(), Request{Prompt: tokenize(t, m, p), MaxTokens: gen, IgnoreEOS: true})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			results[i] = collect(t, st)
+		}()
+	}
+	wg.Wait()
+	for i, r := range results {
+		if !equalTokens(r.tokens[0], ref[i]) {
+			t.Errorf("request %d after preemption:\n got  %v\n want %v", i, r.tokens[0], ref[i])
+		}
+	}
+	if p := s.Stats().Preemptions; p == 0 {
+		t.Fatal("no preemption happened; the test did not exercise it")
+	} else {
+		t.Logf("%d preemptions", p)
+	}
+}
+
+func TestStopStringsAcrossTokens(t *testing.T) {
+	m := loadModel(t, "small")
+	s := start(t, m, Options{Parallel: 2, Cells: 2048})
+	p := tokenize(t, m, "once upon a time the dog")
+	st, err := s.Submit(context.Background(), Request{Prompt: p, MaxTokens: 60, IgnoreEOS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Piece texts of the free run.
+	var pieces []string
+	for {
+		ev, err := st.Recv(context.Background())
+		if err == io.EOF {
+			break
+		}
+		if !ev.Final {
+			pieces = append(pieces, ev.Text)
+		}
+	}
+	full := strings.Join(pieces, "")
+	// A stop string that starts inside one token's text and ends inside a
+	// later one.
+	var stop string
+	off := 0
+	for i := 0; i+1 < len(pieces); i++ {
+		a, b := pieces[i], pieces[i+1]
+		if len(a) >= 2 && len(b) >= 2 && isASCII(a) && isASCII(b) {
+			stop = a[len(a)-1:] + b[:2]
+			off += len(a) - 1
+			break
+		}
+		off += len(a)
+	}
+	if stop == "" {
+		t.Fatalf("no two adjacent ASCII pieces in %q", full)
+	}
+	first := strings.Index(full, stop)
+	st, err = s.Submit(context.Background(), Request{Prompt: p, MaxTokens: 60, IgnoreEOS: true, Stop: []string{"zzzzzzzz", stop}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := collect(t, st)
+	if r.finish[0] != FinishStop {
+		t.Fatalf("finish %v, want stop (stop %q in %q)", r.finish[0], stop, full)
+	}
+	if r.text[0] != full[:first] {
+		t.Fatalf("text %q, want %q (stop %q)", r.text[0], full[:first], stop)
+	}
+	if strings.Contains(r.text[0], stop) {
+		t.Fatal("stop string leaked")
+	}
+	_ = off
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+func TestPrefixReuse(t *testing.T) {
+	m := loadModel(t, "tiny")
+	s := start(t, m, Options{Parallel: 2, Cells: 4096})
+	prefix := make([]int32, 0, 400)
+	prefix = append(prefix, m.BOS())
+	for len(prefix) < 400 {
+		prefix = append(prefix, int32(300+len(prefix)%150))
+	}
+	run := func(suffix ...int32) *Usage {
+		p := append(append([]int32{}, prefix...), suffix...)
+		st, err := s.Submit(context.Background(), Request{Prompt: p, MaxTokens: 4, IgnoreEOS: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return collect(t, st).usage
+	}
+	u1 := run(10, 11, 12)
+	u2 := run(20, 21, 22, 23)
+	if u1.CachedTokens != 0 {
+		t.Fatalf("first request reused %d tokens from an empty cache", u1.CachedTokens)
+	}
+	prefilled := u2.PromptTokens - u2.CachedTokens
+	if prefilled >= 50 {
+		t.Fatalf("second request prefilled %d tokens (cached %d of %d), want < 50", prefilled, u2.CachedTokens, u2.PromptTokens)
+	}
+	t.Logf("second request: cached %d, prefilled %d", u2.CachedTokens, prefilled)
+}
+
+func TestNChoicesShareThePrompt(t *testing.T) {
+	m := loadModel(t, "tiny")
+	s := start(t, m, Options{Parallel: 4, Cells: 2048})
+	p := tokenize(t, m, "the cat saw the dog")
+	st, err := s.Submit(context.Background(), Request{Prompt: p, N: 3, MaxTokens: 12, IgnoreEOS: true, Sampling: engine.SamplingParams{Temperature: 1, Seed: 42}, Logprobs: true, TopLogprobs: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := collect(t, st)
+	if len(r.tokens) != 3 {
+		t.Fatalf("%d choices", len(r.tokens))
+	}
+	for i := range 3 {
+		if len(r.tokens[i]) != 12 || r.finish[i] != FinishLength {
+			t.Fatalf("choice %d: %d tokens, %s", i, len(r.tokens[i]), r.finish[i])
+		}
+	}
+	if equalTokens(r.tokens[0], r.tokens[1]) && equalTokens(r.tokens[1], r.tokens[2]) {
+		t.Fatal("three sampled choices are identical: samplers are shared")
+	}
+	if r.usage.CompletionTokens != 36 || r.usage.PromptTokens != len(p) {
+		t.Fatalf("usage %+v", r.usage)
+	}
+	// Same seed, same choices.
+	st, _ = s.Submit(context.Background(), Request{Prompt: p, N: 3, MaxTokens: 12, IgnoreEOS: true, Sampling: engine.SamplingParams{Temperature: 1, Seed: 42}})
+	r2 := collect(t, st)
+	for i := range 3 {
+		if !equalTokens(r.tokens[i], r2.tokens[i]) {
+			t.Fatalf("choice %d not reproducible with the same seed", i)
+		}
+	}
+}
