@@ -108,6 +108,7 @@ func (e *OverloadError) Error() string {
 // Param names the offending field.
 type InvalidRequestError struct {
 	Param   string
+	Code    string // e.g. "context_length_exceeded"
 	Message string
 }
 

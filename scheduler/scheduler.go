@@ -322,7 +322,7 @@ func (s *Scheduler) validate(r *Request) error {
 	case len(r.Prompt) == 0:
 		return invalid("prompt", "the prompt is empty")
 	case len(r.Prompt) >= s.opts.Cells:
-		return &InvalidRequestError{Param: "prompt", Message: fmt.Sprintf("the prompt has %d tokens, but this model's context holds %d (the prompt and at least one generated token must fit)", len(r.Prompt), s.opts.Cells)}
+		return &InvalidRequestError{Param: "prompt", Code: "context_length_exceeded", Message: fmt.Sprintf("the prompt has %d tokens, but this model's context holds %d (the prompt and at least one generated token must fit)", len(r.Prompt), s.opts.Cells)}
 	case r.N < 1 || r.N > s.opts.Parallel:
 		return invalid("n", "n must be between 1 and %d, got %d", s.opts.Parallel, r.N)
 	case r.MaxTokens < 0:

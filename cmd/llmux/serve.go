@@ -3,8 +3,220 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"gopkg.in/yaml.v3"
+
+	"github.com/llmux/llmux/engine"
+	"github.com/llmux/llmux/openai"
+	"github.com/llmux/llmux/scheduler"
+	"github.com/llmux/llmux/server"
 )
 
+// serveFlags are llmux serve's settings. Each can also come from the YAML
+// file given by --config (key = flag name, '-' or '_') or from the
+// environment (LLMUX_ + the flag name in upper case with '_' for '-').
+// Precedence: flag > environment > config file > default.
+type serveFlags struct {
+	fs              *flag.FlagSet
+	config          *string
+	model           *string
+	modelName       *string
+	host            *string
+	port            *int
+	parallel        *int
+	ctxSize         *int
+	batch           *int
+	chunk           *int
+	cacheSlots      *int
+	noPrefixCache   *bool
+	threads         *int
+	flashAttn       *string
+	kvType          *string
+	gpuLayers       *int
+	maxQueue        *int
+	queueTimeout    *time.Duration
+	shutdownTimeout *time.Duration
+	apiKeys         *string
+	cors            *string
+	maxBody         *int64
+	maxTokens       *int
+	maxN            *int
+	logLevel        *string
+	logFormat       *string
+}
+
+func newServeFlags() *serveFlags {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	f := &serveFlags{fs: fs}
+	f.config = fs.String("config", "", "YAML config file (keys are flag names)")
+	f.model = fs.String("model", "", "GGUF model file, or synth:PRESET (default: the embedded synthesized model)")
+	f.modelName = fs.String("model-name", "", "model id clients send (default: the file name without .gguf)")
+	f.host = fs.String("host", "127.0.0.1", "address to listen on")
+	f.port = fs.Int("port", 8080, "port to listen on (0: any free port)")
+	f.parallel = fs.Int("parallel", 4, "sequences decoded at once")
+	f.ctxSize = fs.Int("ctx-size", 0, "KV cache size in tokens, shared by all sequences (0: the model's context, at most 8192)")
+	f.batch = fs.Int("batch", 512, "most tokens evaluated per engine step")
+	f.chunk = fs.Int("chunk", 128, "most prompt tokens one sequence gets per step (chunked prefill)")
+	f.cacheSlots = fs.Int("cache-slots", 0, "extra slots keeping finished prompts for prefix reuse (0: same as --parallel, -1: none)")
+	f.noPrefixCache = fs.Bool("no-prefix-cache", false, "disable prefix reuse")
+	f.threads = fs.Int("threads", 0, "CPU threads for the engine (0: all)")
+	f.flashAttn = fs.String("flash-attn", "auto", "flash attention: auto, on, off")
+	f.kvType = fs.String("kv-type", "f16", "KV cache type: f16, q8_0, q4_0")
+	f.gpuLayers = fs.Int("gpu-layers", 0, "layers to offload to a GPU (-1: all; needs a GPU backend)")
+	f.maxQueue = fs.Int("max-queue", 256, "requests waiting for admission before 429")
+	f.queueTimeout = fs.Duration("queue-timeout", time.Minute, "default deadline for a first token (429 when predicted to miss it)")
+	f.shutdownTimeout = fs.Duration("shutdown-timeout", 30*time.Second, "time running streams get to finish on SIGTERM")
+	f.apiKeys = fs.String("api-key", "", "comma-separated API keys required as 'Authorization: Bearer KEY' (empty: no auth)")
+	f.cors = fs.String("cors-origins", "", "comma-separated origins allowed by CORS ('*' for any; empty: CORS off)")
+	f.maxBody = fs.Int64("max-body-bytes", 8<<20, "largest request body")
+	f.maxTokens = fs.Int("max-tokens-limit", 32768, "largest max_tokens a request may ask for")
+	f.maxN = fs.Int("max-n", 8, "largest n a request may ask for (also bounded by --parallel)")
+	f.logLevel = fs.String("log-level", "info", "debug, info, warn or error")
+	f.logFormat = fs.String("log-format", "text", "text or json")
+	return f
+}
+
+// parse applies flags, then environment and config values for flags not
+// given on the command line.
+func (f *serveFlags) parse(args []string) error {
+	if err := f.fs.Parse(args); err != nil {
+		return err
+	}
+	if f.fs.NArg() > 0 {
+		return fmt.Errorf("serve: unexpected argument %q", f.fs.Arg(0))
+	}
+	set := map[string]bool{}
+	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	if !set["config"] {
+		if v, ok := os.LookupEnv("LLMUX_CONFIG"); ok {
+			*f.config = v
+		}
+	}
+	fileVals := map[string]string{}
+	if *f.config != "" {
+		data, err := os.ReadFile(*f.config)
+		if err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
+		var raw map[string]any
+		if err := yaml.Unmarshal(data, &raw); err != nil {
+			return fmt.Errorf("config %s: %w", *f.config, err)
+		}
+		for k, v := range raw {
+			name := strings.ReplaceAll(k, "_", "-")
+			if f.fs.Lookup(name) == nil || name == "config" {
+				return fmt.Errorf("config %s: unknown key %q", *f.config, k)
+			}
+			if list, ok := v.([]any); ok {
+				parts := make([]string, len(list))
+				for i, x := range list {
+					parts[i] = fmt.Sprint(x)
+				}
+				fileVals[name] = strings.Join(parts, ",")
+			} else {
+				fileVals[name] = fmt.Sprint(v)
+			}
+		}
+	}
+	var err error
+	f.fs.VisitAll(func(fl *flag.Flag) {
+		if set[fl.Name] || err != nil || fl.Name == "config" {
+			return
+		}
+		env := "LLMUX_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if e := fl.Value.Set(v); e != nil {
+				err = fmt.Errorf("%s=%q: %w", env, v, e)
+			}
+			return
+		}
+		if v, ok := fileVals[fl.Name]; ok {
+			if e := fl.Value.Set(v); e != nil {
+				err = fmt.Errorf("config %s: %s: %w", *f.config, fl.Name, e)
+			}
+		}
+	})
+	return err
+}
+
+func splitComma(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 func runServe(ctx context.Context, args []string) error {
-	return errors.New("serve: not built yet")
+	f := newServeFlags()
+	if err := f.parse(args); err != nil {
+		return err
+	}
+	logger, err := newLogger(*f.logLevel, *f.logFormat)
+	if err != nil {
+		return err
+	}
+	slog.SetDefault(logger)
+	path, synth, err := resolveModel(*f.model)
+	if err != nil {
+		return err
+	}
+	if synth {
+		logger.Warn("serving a synthesized model: its weights are random, so it writes no sensible text; pass --model FILE.gguf for a real model", "path", path)
+	}
+	bar := newProgressBar("loading " + path)
+	m, err := engine.LoadModel(path, engine.ModelOptions{GPULayers: *f.gpuLayers, Progress: func(p float32) bool { bar.Set(float64(p)); return ctx.Err() == nil }})
+	if err != nil {
+		bar.Done("failed")
+		return err
+	}
+	defer m.Close()
+	bar.Done("done: " + m.Description())
+	sched, err := scheduler.New(m, scheduler.Options{
+		Parallel: *f.parallel, CacheSlots: *f.cacheSlots, Cells: *f.ctxSize, TokenBudget: *f.batch, Chunk: *f.chunk,
+		MaxQueue: *f.maxQueue, QueueTimeout: *f.queueTimeout, NoPrefixCache: *f.noPrefixCache,
+		Threads: *f.threads, FlashAttention: *f.flashAttn, KVType: *f.kvType, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	limits := openai.DefaultLimits()
+	limits.MaxTokens, limits.MaxN = *f.maxTokens, *f.maxN
+	srv := server.New(sched, server.Options{
+		ModelName: *f.modelName, APIKeys: splitComma(*f.apiKeys), CORSOrigins: splitComma(*f.cors),
+		MaxBodyBytes: *f.maxBody, Limits: &limits, ShutdownTimeout: *f.shutdownTimeout, Version: version, Logger: logger,
+	})
+	ln, err := net.Listen("tcp", net.JoinHostPort(*f.host, strconv.Itoa(*f.port)))
+	if err != nil {
+		return err
+	}
+	o := sched.Options()
+	logger.Info("llmux serving", "url", "http://"+ln.Addr().String()+"/v1", "model", path, "parallel", o.Parallel, "ctx", o.Cells, "version", version, "cpu", cpuTarget)
+	// The scheduler outlives the HTTP server so draining streams finish;
+	// it stops once the server has.
+	schedCtx, stopSched := context.WithCancel(context.Background())
+	var g errgroup.Group
+	g.Go(func() error { return sched.Run(schedCtx) })
+	g.Go(func() error {
+		defer stopSched()
+		return srv.Serve(ctx, ln)
+	})
+	err = g.Wait()
+	sched.Close()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	logger.Info("llmux stopped")
+	return err
 }

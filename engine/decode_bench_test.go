@@ -4,7 +4,6 @@ import (
 	"flag"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/llmux/llmux/models/modeltest"
 )
@@ -48,47 +47,15 @@ func BenchmarkDecode(b *testing.B) {
 // DecodeThroughput runs the batched-bench measurement b.N times and returns
 // the mean decode tokens/s.
 func DecodeThroughput(b *testing.B, m *Model, batch, promptLen, genLen int, perSeq bool) float64 {
-	ctx, err := m.NewContext(ContextOptions{Cells: batch * (promptLen + genLen + 1), Sequences: batch, Batch: 2048, PerSequenceKV: perSeq, FlashAttention: *benchFA})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ctx.Close()
-	bt, _ := NewBatch(2048, 1)
-	defer bt.Close()
-	var elapsed time.Duration
-	b.ResetTimer()
+	var sum float64
 	for range b.N {
-		b.StopTimer()
-		ctx.Clear()
-		bt.Clear()
-		for s := 0; s < batch; s++ {
-			for i := 0; i < promptLen; i++ {
-				if bt.Len() == bt.Cap() {
-					if err := ctx.Decode(bt); err != nil {
-						b.Fatal(err)
-					}
-					bt.Clear()
-				}
-				bt.Add(int32(3+(s*7+i)%200), i, i == promptLen-1, s)
-			}
-		}
-		if err := ctx.Decode(bt); err != nil {
+		tps, err := DecodeBench{Batch: batch, PromptLen: promptLen, GenLen: genLen, Context: ContextOptions{PerSequenceKV: perSeq, FlashAttention: *benchFA}}.Run(m)
+		if err != nil {
 			b.Fatal(err)
 		}
-		b.StartTimer()
-		start := time.Now()
-		for step := 0; step < genLen; step++ {
-			bt.Clear()
-			for s := 0; s < batch; s++ {
-				bt.Add(int32(3+(s+step)%200), promptLen+step, true, s)
-			}
-			if err := ctx.Decode(bt); err != nil {
-				b.Fatal(err)
-			}
-		}
-		elapsed += time.Since(start)
+		sum += tps
 	}
-	return float64(b.N*batch*genLen) / elapsed.Seconds()
+	return sum / float64(b.N)
 }
 
 func benchModelPath(b *testing.B, name string) string {

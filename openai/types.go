@@ -1,0 +1,329 @@
+package openai
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+)
+
+// Sampling holds the fields chat and completion requests share, with the
+// llama.cpp / vLLM extensions under their names there.
+type Sampling struct {
+	MaxTokens        *int               `json:"max_tokens"`
+	Temperature      *float64           `json:"temperature"`
+	TopP             *float64           `json:"top_p"`
+	N                *int               `json:"n"`
+	Stream           bool               `json:"stream"`
+	StreamOptions    *StreamOptions     `json:"stream_options"`
+	Stop             StringList         `json:"stop"`
+	Seed             *int64             `json:"seed"`
+	PresencePenalty  *float64           `json:"presence_penalty"`
+	FrequencyPenalty *float64           `json:"frequency_penalty"`
+	LogitBias        map[string]float64 `json:"logit_bias"`
+	User             string             `json:"user"`
+	ResponseFormat   *ResponseFormat    `json:"response_format"`
+	// Extensions.
+	TopK          *int     `json:"top_k"`
+	MinP          *float64 `json:"min_p"`
+	RepeatPenalty *float64 `json:"repeat_penalty"`
+	IgnoreEOS     bool     `json:"ignore_eos"`
+	Priority      int      `json:"priority"`
+}
+
+// StreamOptions are the options of a streamed response.
+type StreamOptions struct {
+	IncludeUsage bool `json:"include_usage"`
+}
+
+// ResponseFormat constrains the output: text, json_object or json_schema.
+type ResponseFormat struct {
+	Type       string      `json:"type"`
+	JSONSchema *JSONSchema `json:"json_schema"`
+}
+
+// JSONSchema is response_format.json_schema.
+type JSONSchema struct {
+	Name   string          `json:"name"`
+	Schema json.RawMessage `json:"schema"`
+	Strict bool            `json:"strict"`
+}
+
+// ChatRequest is POST /v1/chat/completions.
+type ChatRequest struct {
+	Model               string          `json:"model"`
+	Messages            []Message       `json:"messages"`
+	MaxCompletionTokens *int            `json:"max_completion_tokens"`
+	Logprobs            bool            `json:"logprobs"`
+	TopLogprobs         *int            `json:"top_logprobs"`
+	Tools               []Tool          `json:"tools"`
+	ToolChoice          json.RawMessage `json:"tool_choice"`
+	Sampling
+}
+
+// Tool is a function the model may call.
+type Tool struct {
+	Type     string          `json:"type"`
+	Function json.RawMessage `json:"function"`
+}
+
+// Message is one chat message. Content is a string or an array of parts;
+// only text parts are supported.
+type Message struct {
+	Role       string          `json:"role"`
+	Content    Content         `json:"content"`
+	Name       string          `json:"name,omitempty"`
+	ToolCalls  json.RawMessage `json:"tool_calls,omitempty"`
+	ToolCallID string          `json:"tool_call_id,omitempty"`
+}
+
+// Content is a message's text, from a string or from text parts.
+type Content struct {
+	Text string
+	Null bool
+}
+
+// UnmarshalJSON accepts a string, null, or [{"type":"text","text":...}].
+func (c *Content) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	switch {
+	case bytes.Equal(b, []byte("null")):
+		*c = Content{Null: true}
+		return nil
+	case len(b) > 0 && b[0] == '"':
+		return json.Unmarshal(b, &c.Text)
+	case len(b) > 0 && b[0] == '[':
+		var parts []struct {
+			Type string  `json:"type"`
+			Text *string `json:"text"`
+		}
+		if err := json.Unmarshal(b, &parts); err != nil {
+			return fmt.Errorf("content parts: %w", err)
+		}
+		var sb bytes.Buffer
+		for i, p := range parts {
+			if p.Type != "text" || p.Text == nil {
+				return fmt.Errorf("content part %d has type %q: only text parts are supported", i, p.Type)
+			}
+			if i > 0 {
+				sb.WriteByte('\n')
+			}
+			sb.WriteString(*p.Text)
+		}
+		c.Text = sb.String()
+		return nil
+	}
+	return fmt.Errorf("content must be a string or an array of text parts")
+}
+
+// MarshalJSON writes the text.
+func (c Content) MarshalJSON() ([]byte, error) {
+	if c.Null {
+		return []byte("null"), nil
+	}
+	return json.Marshal(c.Text)
+}
+
+// StringList is a string or a list of strings (stop).
+type StringList []string
+
+// UnmarshalJSON accepts "s", ["a","b"] or null.
+func (s *StringList) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	switch {
+	case bytes.Equal(b, []byte("null")):
+		*s = nil
+		return nil
+	case len(b) > 0 && b[0] == '"':
+		var one string
+		if err := json.Unmarshal(b, &one); err != nil {
+			return err
+		}
+		*s = StringList{one}
+		return nil
+	}
+	var list []string
+	if err := json.Unmarshal(b, &list); err != nil {
+		return fmt.Errorf("must be a string or an array of strings")
+	}
+	*s = list
+	return nil
+}
+
+// CompletionRequest is POST /v1/completions.
+type CompletionRequest struct {
+	Model    string `json:"model"`
+	Prompt   Prompt `json:"prompt"`
+	Echo     bool   `json:"echo"`
+	Logprobs *int   `json:"logprobs"`
+	Suffix   string `json:"suffix"`
+	Sampling
+}
+
+// Prompt is a string, an array of strings, an array of token ids, or an
+// array of token-id arrays. Each element is one prompt.
+type Prompt struct {
+	Texts  []string
+	Tokens [][]int32
+	Set    bool
+}
+
+// UnmarshalJSON accepts the four prompt shapes.
+func (p *Prompt) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	*p = Prompt{Set: true}
+	if bytes.Equal(b, []byte("null")) {
+		p.Set = false
+		return nil
+	}
+	var one string
+	if json.Unmarshal(b, &one) == nil {
+		p.Texts = []string{one}
+		return nil
+	}
+	var texts []string
+	if json.Unmarshal(b, &texts) == nil {
+		p.Texts = texts
+		return nil
+	}
+	var toks []int32
+	if json.Unmarshal(b, &toks) == nil {
+		p.Tokens = [][]int32{toks}
+		return nil
+	}
+	var many [][]int32
+	if json.Unmarshal(b, &many) == nil {
+		p.Tokens = many
+		return nil
+	}
+	return fmt.Errorf("prompt must be a string, an array of strings, an array of token ids, or an array of token-id arrays")
+}
+
+// Count is the number of prompts.
+func (p Prompt) Count() int { return len(p.Texts) + len(p.Tokens) }
+
+// Usage is a response's token accounting.
+type Usage struct {
+	PromptTokens        int                  `json:"prompt_tokens"`
+	CompletionTokens    int                  `json:"completion_tokens"`
+	TotalTokens         int                  `json:"total_tokens"`
+	PromptTokensDetails *PromptTokensDetails `json:"prompt_tokens_details,omitempty"`
+}
+
+// PromptTokensDetails reports cached prompt tokens.
+type PromptTokensDetails struct {
+	CachedTokens int `json:"cached_tokens"`
+}
+
+// ChatCompletion is a non-streamed chat response.
+type ChatCompletion struct {
+	ID                string       `json:"id"`
+	Object            string       `json:"object"`
+	Created           int64        `json:"created"`
+	Model             string       `json:"model"`
+	SystemFingerprint string       `json:"system_fingerprint"`
+	Choices           []ChatChoice `json:"choices"`
+	Usage             *Usage       `json:"usage,omitempty"`
+}
+
+// ChatChoice is one choice of a chat response.
+type ChatChoice struct {
+	Index        int           `json:"index"`
+	Message      AssistantMsg  `json:"message"`
+	Logprobs     *ChatLogprobs `json:"logprobs"`
+	FinishReason *string       `json:"finish_reason"`
+}
+
+// AssistantMsg is the generated message.
+type AssistantMsg struct {
+	Role    string  `json:"role"`
+	Content *string `json:"content"`
+}
+
+// ChatChunk is one streamed chat event.
+type ChatChunk struct {
+	ID                string            `json:"id"`
+	Object            string            `json:"object"`
+	Created           int64             `json:"created"`
+	Model             string            `json:"model"`
+	SystemFingerprint string            `json:"system_fingerprint"`
+	Choices           []ChatChunkChoice `json:"choices"`
+	Usage             *Usage            `json:"usage,omitempty"`
+}
+
+// ChatChunkChoice is one choice's delta in a chunk.
+type ChatChunkChoice struct {
+	Index        int           `json:"index"`
+	Delta        ChatDelta     `json:"delta"`
+	Logprobs     *ChatLogprobs `json:"logprobs"`
+	FinishReason *string       `json:"finish_reason"`
+}
+
+// ChatDelta is new content of a streamed choice.
+type ChatDelta struct {
+	Role    string  `json:"role,omitempty"`
+	Content *string `json:"content,omitempty"`
+}
+
+// ChatLogprobs are chat log-probabilities.
+type ChatLogprobs struct {
+	Content []TokenLogprob `json:"content"`
+}
+
+// TokenLogprob is one token's log-probability with alternatives.
+type TokenLogprob struct {
+	Token       string       `json:"token"`
+	Logprob     float64      `json:"logprob"`
+	Bytes       []int        `json:"bytes"`
+	TopLogprobs []TopLogprob `json:"top_logprobs"`
+}
+
+// TopLogprob is an alternative token.
+type TopLogprob struct {
+	Token   string  `json:"token"`
+	Logprob float64 `json:"logprob"`
+	Bytes   []int   `json:"bytes"`
+}
+
+// Completion is a completions response (also each streamed chunk, with
+// Object "text_completion").
+type Completion struct {
+	ID                string             `json:"id"`
+	Object            string             `json:"object"`
+	Created           int64              `json:"created"`
+	Model             string             `json:"model"`
+	SystemFingerprint string             `json:"system_fingerprint"`
+	Choices           []CompletionChoice `json:"choices"`
+	Usage             *Usage             `json:"usage,omitempty"`
+}
+
+// CompletionChoice is one completion choice.
+type CompletionChoice struct {
+	Text         string              `json:"text"`
+	Index        int                 `json:"index"`
+	Logprobs     *CompletionLogprobs `json:"logprobs"`
+	FinishReason *string             `json:"finish_reason"`
+}
+
+// CompletionLogprobs are the legacy completions log-probabilities.
+type CompletionLogprobs struct {
+	Tokens        []string             `json:"tokens"`
+	TokenLogprobs []float64            `json:"token_logprobs"`
+	TopLogprobs   []map[string]float64 `json:"top_logprobs"`
+	TextOffset    []int                `json:"text_offset"`
+}
+
+// Model is an entry of GET /v1/models.
+type Model struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+	// Extensions.
+	MaxModelLen int `json:"max_model_len,omitempty"`
+}
+
+// ModelList is GET /v1/models.
+type ModelList struct {
+	Object string  `json:"object"`
+	Data   []Model `json:"data"`
+}

@@ -1,0 +1,277 @@
+package openai
+
+import (
+	"encoding/json"
+	"math"
+	"strconv"
+
+	"github.com/llmux/llmux/engine"
+	"github.com/llmux/llmux/scheduler"
+)
+
+// Limits bound what a request may ask for. They live in one place so every
+// check happens before any work is done.
+type Limits struct {
+	MaxN           int // choices per request
+	MaxTokens      int // largest max_tokens accepted
+	MaxStop        int // stop strings
+	MaxStopLength  int // bytes per stop string
+	MaxLogitBias   int // logit_bias entries
+	MaxMessages    int // chat messages
+	MaxPrompts     int // prompts in one completions request
+	MaxTopLogprobs int
+	MaxSchemaBytes int // response_format json_schema
+}
+
+// DefaultLimits are the server's defaults.
+func DefaultLimits() Limits {
+	return Limits{MaxN: 8, MaxTokens: 32768, MaxStop: 16, MaxStopLength: 256, MaxLogitBias: 1024, MaxMessages: 1024, MaxPrompts: 64, MaxTopLogprobs: 20, MaxSchemaBytes: 64 << 10}
+}
+
+// ModelInfo is what validation needs to know of the target model.
+type ModelInfo struct {
+	VocabSize int
+	Context   int
+	Parallel  int // the scheduler's slots; n may not exceed it
+}
+
+var chatRoles = map[string]bool{"system": true, "developer": true, "user": true, "assistant": true, "tool": true}
+
+// Validate checks a chat request's own fields.
+func (r *ChatRequest) Validate(l Limits, mi ModelInfo) *Error {
+	if r.Model == "" {
+		return Invalid("model", "you must provide a model parameter")
+	}
+	if len(r.Messages) == 0 {
+		return Invalid("messages", "messages must contain at least one message")
+	}
+	if len(r.Messages) > l.MaxMessages {
+		return Invalid("messages", "at most %d messages are allowed, got %d", l.MaxMessages, len(r.Messages))
+	}
+	for i, m := range r.Messages {
+		p := "messages[" + strconv.Itoa(i) + "]"
+		if !chatRoles[m.Role] {
+			return Invalid(p+".role", "unknown role %q: want system, developer, user, assistant or tool", m.Role)
+		}
+		if m.Content.Null && !(m.Role == "assistant" && len(m.ToolCalls) > 0) {
+			return Invalid(p+".content", "message content must not be null")
+		}
+	}
+	if len(r.Tools) > 0 {
+		return Invalid("tools", "this model's chat template does not support tools")
+	}
+	if r.MaxCompletionTokens != nil {
+		if e := checkMaxTokens("max_completion_tokens", *r.MaxCompletionTokens, l); e != nil {
+			return e
+		}
+	}
+	if r.TopLogprobs != nil {
+		if !r.Logprobs {
+			return Invalid("top_logprobs", "top_logprobs requires logprobs to be true")
+		}
+		if *r.TopLogprobs < 0 || *r.TopLogprobs > l.MaxTopLogprobs {
+			return Invalid("top_logprobs", "top_logprobs must be between 0 and %d, got %d", l.MaxTopLogprobs, *r.TopLogprobs)
+		}
+	}
+	return r.Sampling.validate(l, mi)
+}
+
+// Validate checks a completions request's own fields.
+func (r *CompletionRequest) Validate(l Limits, mi ModelInfo) *Error {
+	if r.Model == "" {
+		return Invalid("model", "you must provide a model parameter")
+	}
+	if !r.Prompt.Set || r.Prompt.Count() == 0 {
+		return Invalid("prompt", "prompt must be a non-empty string, array of strings, or array of token ids")
+	}
+	if r.Prompt.Count() > l.MaxPrompts {
+		return Invalid("prompt", "at most %d prompts per request, got %d", l.MaxPrompts, r.Prompt.Count())
+	}
+	for i, toks := range r.Prompt.Tokens {
+		if len(toks) == 0 {
+			return Invalid("prompt", "prompt %d is an empty token array", i)
+		}
+		for _, t := range toks {
+			if t < 0 || int(t) >= mi.VocabSize {
+				return Invalid("prompt", "token id %d is out of range [0, %d)", t, mi.VocabSize)
+			}
+		}
+	}
+	if r.Logprobs != nil && (*r.Logprobs < 0 || *r.Logprobs > l.MaxTopLogprobs) {
+		return Invalid("logprobs", "logprobs must be between 0 and %d, got %d", l.MaxTopLogprobs, *r.Logprobs)
+	}
+	if r.Suffix != "" {
+		return Invalid("suffix", "suffix is not supported")
+	}
+	return r.Sampling.validate(l, mi)
+}
+
+func checkMaxTokens(param string, v int, l Limits) *Error {
+	if v < 1 || v > l.MaxTokens {
+		return Invalid(param, "%s must be between 1 and %d, got %d", param, l.MaxTokens, v)
+	}
+	return nil
+}
+
+func checkRange(param string, v *float64, lo, hi float64) *Error {
+	if v == nil {
+		return nil
+	}
+	if math.IsNaN(*v) || *v < lo || *v > hi {
+		return Invalid(param, "%s must be between %g and %g, got %g", param, lo, hi, *v)
+	}
+	return nil
+}
+
+func (s *Sampling) validate(l Limits, mi ModelInfo) *Error {
+	if s.MaxTokens != nil {
+		if e := checkMaxTokens("max_tokens", *s.MaxTokens, l); e != nil {
+			return e
+		}
+	}
+	if s.N != nil && (*s.N < 1 || *s.N > min(l.MaxN, max(mi.Parallel, 1))) {
+		return Invalid("n", "n must be between 1 and %d, got %d", min(l.MaxN, max(mi.Parallel, 1)), *s.N)
+	}
+	for _, c := range []struct {
+		p      string
+		v      *float64
+		lo, hi float64
+	}{
+		{"temperature", s.Temperature, 0, 2},
+		{"top_p", s.TopP, 0, 1},
+		{"presence_penalty", s.PresencePenalty, -2, 2},
+		{"frequency_penalty", s.FrequencyPenalty, -2, 2},
+		{"min_p", s.MinP, 0, 1},
+		{"repeat_penalty", s.RepeatPenalty, 0, 10},
+	} {
+		if e := checkRange(c.p, c.v, c.lo, c.hi); e != nil {
+			return e
+		}
+	}
+	if s.TopP != nil && *s.TopP == 0 {
+		return Invalid("top_p", "top_p must be greater than 0")
+	}
+	if s.RepeatPenalty != nil && *s.RepeatPenalty == 0 {
+		return Invalid("repeat_penalty", "repeat_penalty must be greater than 0")
+	}
+	if s.TopK != nil && *s.TopK < -1 {
+		return Invalid("top_k", "top_k must be -1 (off), 0 (off) or positive, got %d", *s.TopK)
+	}
+	if len(s.Stop) > l.MaxStop {
+		return Invalid("stop", "at most %d stop sequences are allowed, got %d", l.MaxStop, len(s.Stop))
+	}
+	for _, st := range s.Stop {
+		if st == "" || len(st) > l.MaxStopLength {
+			return Invalid("stop", "stop sequences must be 1 to %d bytes long", l.MaxStopLength)
+		}
+	}
+	if len(s.LogitBias) > l.MaxLogitBias {
+		return Invalid("logit_bias", "at most %d logit_bias entries are allowed, got %d", l.MaxLogitBias, len(s.LogitBias))
+	}
+	for k, v := range s.LogitBias {
+		id, err := strconv.Atoi(k)
+		if err != nil || id < 0 || id >= mi.VocabSize {
+			return Invalid("logit_bias", "logit_bias key %q is not a token id in [0, %d)", k, mi.VocabSize)
+		}
+		if math.IsNaN(v) || v < -100 || v > 100 {
+			return Invalid("logit_bias", "logit_bias values must be between -100 and 100, got %g", v)
+		}
+	}
+	if s.StreamOptions != nil && !s.Stream {
+		return Invalid("stream_options", "stream_options requires stream to be true")
+	}
+	if rf := s.ResponseFormat; rf != nil {
+		switch rf.Type {
+		case "text", "json_object":
+		case "json_schema":
+			if rf.JSONSchema == nil || len(rf.JSONSchema.Schema) == 0 {
+				return Invalid("response_format.json_schema", "json_schema.schema is required")
+			}
+			if len(rf.JSONSchema.Schema) > l.MaxSchemaBytes {
+				return Invalid("response_format.json_schema", "json_schema.schema exceeds %d bytes", l.MaxSchemaBytes)
+			}
+			var obj map[string]any
+			if err := json.Unmarshal(rf.JSONSchema.Schema, &obj); err != nil {
+				return Invalid("response_format.json_schema", "json_schema.schema must be a JSON object")
+			}
+		default:
+			return Invalid("response_format.type", "response_format.type must be text, json_object or json_schema, got %q", rf.Type)
+		}
+	}
+	return nil
+}
+
+// grammar returns the GBNF grammar response_format asks for, or "".
+func (s *Sampling) grammar() (string, *Error) {
+	rf := s.ResponseFormat
+	if rf == nil {
+		return "", nil
+	}
+	switch rf.Type {
+	case "json_object":
+		return engine.JSONGrammar, nil
+	case "json_schema":
+		g, err := engine.SchemaToGrammar(rf.JSONSchema.Schema)
+		if err != nil {
+			return "", Invalid("response_format.json_schema", "json_schema could not be converted to a grammar: %v", err)
+		}
+		return g, nil
+	}
+	return "", nil
+}
+
+// Request converts the validated fields to a scheduler request for a
+// tokenized prompt. maxTokens is the max_tokens in effect (nil: until the
+// context is full); topLogprobs < 0 means no log-probabilities.
+func (s *Sampling) Request(prompt []int32, maxTokens *int, topLogprobs int, seed uint32) (scheduler.Request, *Error) {
+	g, e := s.grammar()
+	if e != nil {
+		return scheduler.Request{}, e
+	}
+	p := engine.SamplingParams{Temperature: 1, Seed: seed, Grammar: g}
+	if s.Temperature != nil {
+		p.Temperature = float32(*s.Temperature)
+	}
+	if s.TopP != nil {
+		p.TopP = float32(*s.TopP)
+	}
+	if s.TopK != nil && *s.TopK > 0 {
+		p.TopK = *s.TopK
+	}
+	if s.MinP != nil {
+		p.MinP = float32(*s.MinP)
+	}
+	if s.RepeatPenalty != nil {
+		p.RepeatPenalty = float32(*s.RepeatPenalty)
+	}
+	if s.PresencePenalty != nil {
+		p.PresencePenalty = float32(*s.PresencePenalty)
+	}
+	if s.FrequencyPenalty != nil {
+		p.FrequencyPenalty = float32(*s.FrequencyPenalty)
+	}
+	if len(s.LogitBias) > 0 {
+		p.LogitBias = make(map[int32]float32, len(s.LogitBias))
+		for k, v := range s.LogitBias {
+			id, _ := strconv.Atoi(k)
+			b := float32(v)
+			if v <= -100 {
+				b = float32(math.Inf(-1)) // OpenAI: -100 bans the token
+			}
+			p.LogitBias[int32(id)] = b
+		}
+	}
+	r := scheduler.Request{
+		Prompt: prompt, Sampling: p, Stop: s.Stop, IgnoreEOS: s.IgnoreEOS, Priority: s.Priority, N: 1,
+	}
+	if s.N != nil {
+		r.N = *s.N
+	}
+	if maxTokens != nil {
+		r.MaxTokens = *maxTokens
+	}
+	if topLogprobs >= 0 {
+		r.Logprobs, r.TopLogprobs = true, topLogprobs
+	}
+	return r, nil
+}

@@ -1,0 +1,90 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/llmux/llmux/openai"
+	"github.com/llmux/llmux/scheduler"
+)
+
+// errorFor maps any error to an API error: its status and OpenAI body.
+// This is the one place that decides statuses.
+func errorFor(err error) *openai.Error {
+	var (
+		ae *openai.Error
+		ie *scheduler.InvalidRequestError
+		oe *scheduler.OverloadError
+	)
+	switch {
+	case errors.As(err, &ae):
+		return ae
+	case errors.As(err, &ie):
+		if ie.Code != "" {
+			return openai.InvalidCode(ie.Param, ie.Code, "%s", ie.Message)
+		}
+		return openai.Invalid(ie.Param, "%s", ie.Message)
+	case errors.As(err, &oe):
+		return openai.Overloaded(oe.Error(), oe.RetryAfter)
+	case errors.Is(err, scheduler.ErrClosed):
+		return openai.Unavailable("the model is shutting down")
+	case errors.Is(err, context.DeadlineExceeded):
+		return &openai.Error{Status: http.StatusGatewayTimeout, Type: openai.TypeServer, Message: "request timed out"}
+	}
+	return openai.Internal(err.Error())
+}
+
+// fail writes err as an OpenAI error response and aborts the chain.
+func (s *Server) fail(c *gin.Context, err error) {
+	e := errorFor(err)
+	if e.Status >= 500 && e.Status != http.StatusServiceUnavailable {
+		s.log.Error("request failed", "id", requestIDOf(c), "err", err)
+	}
+	if e.RetryAfter > 0 {
+		c.Header("Retry-After", strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))
+	}
+	c.AbortWithStatusJSON(e.Status, openai.ErrorBody{Error: e})
+}
+
+// decode reads the JSON body into v, mapping every failure to a 4xx.
+func decode(c *gin.Context, v any) *openai.Error {
+	body, err := io.ReadAll(c.Request.Body)
+	if err != nil {
+		var mb *http.MaxBytesError
+		if errors.As(err, &mb) {
+			return openai.TooLarge(mb.Limit)
+		}
+		return openai.Invalid("", "could not read the request body: %v", err)
+	}
+	if len(body) == 0 {
+		return openai.Invalid("", "the request body is empty; expected a JSON object")
+	}
+	if !utf8.Valid(body) {
+		return openai.Invalid("", "the request body is not valid UTF-8")
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		var (
+			se *json.SyntaxError
+			te *json.UnmarshalTypeError
+		)
+		switch {
+		case errors.As(err, &se):
+			return openai.Invalid("", "malformed JSON at byte %d: %v", se.Offset, err)
+		case errors.As(err, &te):
+			if te.Field == "" {
+				return openai.Invalid("", "the request body must be a JSON object")
+			}
+			return openai.Invalid(te.Field, "%s: expected %s, got JSON %s", te.Field, te.Type, te.Value)
+		}
+		return openai.Invalid("", "invalid request: %v", err)
+	}
+	return nil
+}

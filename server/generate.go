@@ -1,0 +1,168 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/llmux/llmux/openai"
+	"github.com/llmux/llmux/scheduler"
+)
+
+// choiceEvent is a scheduler event with its choice index across all the
+// prompts of one HTTP request.
+type choiceEvent struct {
+	scheduler.Event
+	Index int
+}
+
+// generation is the outcome of submitting one HTTP request's prompts.
+type generation struct {
+	usage   openai.Usage
+	timings scheduler.Timings
+}
+
+// generate submits every request (one per prompt, each with n choices),
+// then hands their events to onEvent in the calling goroutine, in arrival
+// order. It returns after every stream has ended, or when onEvent fails
+// (the client went away), abandoning the rest.
+func (s *Server) generate(ctx context.Context, reqs []scheduler.Request, onEvent func(choiceEvent) error) (generation, error) {
+	var g generation
+	streams := make([]*scheduler.Stream, 0, len(reqs))
+	closeAll := func() {
+		for _, st := range streams {
+			st.Close()
+		}
+	}
+	for _, r := range reqs {
+		st, err := s.sched.Submit(ctx, r)
+		if err != nil {
+			closeAll()
+			return g, err
+		}
+		streams = append(streams, st)
+	}
+	defer closeAll()
+	type tagged struct {
+		ev   scheduler.Event
+		base int
+		err  error
+		end  bool
+	}
+	ch := make(chan tagged, 64)
+	base := 0
+	for i, st := range streams {
+		b := base
+		base += max(reqs[i].N, 1)
+		go func() {
+			for {
+				ev, err := st.Recv(ctx)
+				if err != nil {
+					if errors.Is(err, io.EOF) {
+						err = nil
+					}
+					ch <- tagged{err: err, end: true}
+					return
+				}
+				ch <- tagged{ev: ev, base: b}
+			}
+		}()
+	}
+	var firstErr error
+	for open := len(streams); open > 0; {
+		t := <-ch
+		switch {
+		case t.end:
+			open--
+			if t.err != nil && firstErr == nil {
+				firstErr = t.err
+			}
+		case t.ev.Final:
+			if u := t.ev.Usage; u != nil {
+				g.usage.PromptTokens += u.PromptTokens
+				g.usage.CompletionTokens += u.CompletionTokens
+				if u.CachedTokens > 0 {
+					if g.usage.PromptTokensDetails == nil {
+						g.usage.PromptTokensDetails = &openai.PromptTokensDetails{}
+					}
+					g.usage.PromptTokensDetails.CachedTokens += u.CachedTokens
+				}
+				if g.timings.TTFT == 0 {
+					g.timings = u.Timings
+				}
+			}
+		default:
+			if firstErr != nil {
+				continue // draining after a failure
+			}
+			if err := onEvent(choiceEvent{Event: t.ev, Index: t.base + t.ev.Index}); err != nil {
+				firstErr = err
+				closeAll()
+			}
+		}
+	}
+	g.usage.TotalTokens = g.usage.PromptTokens + g.usage.CompletionTokens
+	s.metrics.observe(g)
+	return g, firstErr
+}
+
+// seedFor returns the request's seed, or a random one.
+func seedFor(seed *int64) uint32 {
+	if seed != nil {
+		return uint32(*seed)
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return binary.LittleEndian.Uint32(b[:])
+}
+
+func finishString(f scheduler.FinishReason) *string {
+	var s string
+	switch f {
+	case scheduler.FinishStop:
+		s = "stop"
+	case scheduler.FinishLength:
+		s = "length"
+	default:
+		return nil
+	}
+	return &s
+}
+
+// serverTiming renders the phases of a request for the Server-Timing header.
+func serverTiming(t scheduler.Timings) string {
+	ms := func(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000) }
+	return strings.Join([]string{"queue;dur=" + ms(t.Queued), "prefill;dur=" + ms(t.Prefill), "decode;dur=" + ms(t.Decode)}, ", ")
+}
+
+// resolveModel checks the requested model (the multiplex header wins over
+// the body's field) against what this server serves.
+func (s *Server) resolveModel(c *gin.Context, model string) *openai.Error {
+	if h := c.GetHeader("llmux-multiplexed-model-id"); h != "" {
+		model = h
+	}
+	if !s.names[model] {
+		return openai.NotFound("model", "model_not_found", "the model %q does not exist; this server serves %q", model, s.opts.ModelName)
+	}
+	return nil
+}
+
+func (s *Server) modelInfo() openai.ModelInfo {
+	o := s.sched.Options()
+	return openai.ModelInfo{VocabSize: s.model.VocabSize(), Context: o.Cells, Parallel: o.Parallel}
+}
+
+func bytesOf(b []byte) []int {
+	out := make([]int, len(b))
+	for i, x := range b {
+		out[i] = int(x)
+	}
+	return out
+}
