@@ -14,7 +14,6 @@ type SeqView struct {
 	Waited   time.Duration // time since the request arrived
 	Running  bool          // holds a KV slot
 	Pending  int           // tokens to evaluate before the next sample
-	Attained int           // prompt tokens already evaluated (for fairness)
 	Slots    int           // slots it needs when admitted (n of the request)
 }
 
@@ -54,9 +53,11 @@ type Plan struct {
 //     with its token, most urgent first. If their tokens do not fit in the
 //     free KV cells, the least urgent running sequence is preempted.
 //  2. The rest of the token budget goes to prompt chunks of running and
-//     waiting sequences, by urgency: priority, then fewest chunks received
-//     so far (a short request arriving behind long prompts gets its chunk in
-//     the next step), then arrival. Each gets at most Chunk tokens.
+//     waiting sequences, by urgency: priority, then fewest chunks still to
+//     prefill (shortest remaining first, so a short request arriving behind
+//     long prompts gets its first token in the next step), then arrival.
+//     Each gets at most Chunk tokens. Aging bounds how long a long prompt
+//     can be passed over.
 //  3. A waiting sequence is admitted only if a slot is free and the KV cache
 //     can hold its whole pending prompt; the first that cannot be admitted
 //     stops further admissions, so big requests are not starved by small.
@@ -125,7 +126,7 @@ func Schedule(seqs []SeqView, lim Limits) Plan {
 		if a.Priority != b.Priority {
 			return a.Priority - b.Priority
 		}
-		if ra, rb := a.Attained/chunk, b.Attained/chunk; ra != rb {
+		if ra, rb := (a.Pending+chunk-1)/chunk, (b.Pending+chunk-1)/chunk; ra != rb {
 			return ra - rb
 		}
 		return urgent(a, b)

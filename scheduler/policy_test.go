@@ -27,11 +27,21 @@ func TestSchedule(t *testing.T) {
 		{
 			name: "chunk cap lets a late short prompt in beside a long one",
 			seqs: []SeqView{
-				{ID: 1, Running: true, Pending: 300, Attained: 100, Arrival: 1},
+				{ID: 1, Running: true, Pending: 300, Arrival: 1},
 				{ID: 2, Pending: 5, Arrival: 2, Slots: 1},
 			},
 			lim:  lim,
 			want: Plan{Items: []Item{{ID: 2, Tokens: 5, Admit: true}, {ID: 1, Tokens: 8}}},
+		},
+		{
+			name: "shortest remaining prompt first, then arrival",
+			seqs: []SeqView{
+				{ID: 1, Pending: 30, Arrival: 1, Slots: 1},
+				{ID: 2, Pending: 20, Arrival: 2, Slots: 1},
+				{ID: 3, Pending: 6, Arrival: 3, Slots: 1},
+			},
+			lim:  Limits{TokenBudget: 16, Chunk: 8, FreeSlots: 4, FreeCells: 100},
+			want: Plan{Items: []Item{{ID: 3, Tokens: 6, Admit: true}, {ID: 2, Tokens: 8, Admit: true}, {ID: 1, Tokens: 2, Admit: true}}},
 		},
 		{
 			name: "priority beats arrival",
@@ -60,10 +70,10 @@ func TestSchedule(t *testing.T) {
 		{
 			name: "whole prompt must fit; the blocked head stops later admissions",
 			seqs: []SeqView{
-				{ID: 1, Pending: 90, Arrival: 1, Slots: 1},
-				{ID: 2, Pending: 5, Arrival: 2, Slots: 1},
+				{ID: 1, Pending: 64, Arrival: 1, Slots: 1},
+				{ID: 2, Pending: 57, Arrival: 2, Slots: 1}, // same 8 chunks, later
 			},
-			lim:  Limits{TokenBudget: 16, Chunk: 8, FreeSlots: 4, FreeCells: 50},
+			lim:  Limits{TokenBudget: 16, Chunk: 8, FreeSlots: 4, FreeCells: 60},
 			want: Plan{},
 		},
 		{
@@ -88,7 +98,7 @@ func TestSchedule(t *testing.T) {
 		},
 		{
 			name: "running prefill is clipped to free cells",
-			seqs: []SeqView{{ID: 1, Running: true, Pending: 8, Attained: 8}},
+			seqs: []SeqView{{ID: 1, Running: true, Pending: 8}},
 			lim:  Limits{TokenBudget: 16, Chunk: 8, FreeSlots: 0, FreeCells: 3},
 			want: Plan{Items: []Item{{ID: 1, Tokens: 3}}},
 		},

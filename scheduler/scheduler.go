@@ -7,11 +7,13 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,7 +33,9 @@ type Options struct {
 	// also the longest context one sequence may reach (default: the
 	// model's training context, at most 8192).
 	Cells int
-	// TokenBudget is the most tokens evaluated in one step (default 512).
+	// TokenBudget is the most tokens evaluated in one step (default 256).
+	// It bounds a step's duration, so it bounds how long a new request
+	// waits behind prompts already prefilling.
 	TokenBudget int
 	// Chunk is the most prompt tokens one sequence gets per step (chunked
 	// prefill; default 128). Smaller chunks keep running streams and new
@@ -68,7 +72,7 @@ func (o Options) withDefaults(m *engine.Model) Options {
 		o.Cells = min(m.TrainContext(), 8192)
 	}
 	if o.TokenBudget <= 0 {
-		o.TokenBudget = 512
+		o.TokenBudget = 256
 	}
 	if o.Chunk <= 0 {
 		o.Chunk = 128
@@ -217,7 +221,6 @@ type seq struct {
 	tokens    []int32 // prompt, then generated tokens
 	computed  int     // tokens in the KV cache
 	generated int
-	attained  int
 	lease     *kvcache.Lease
 	sampler   *engine.Sampler
 	detok     engine.Detokenizer
@@ -441,11 +444,56 @@ func (s *Scheduler) fail(r *request, reason FinishReason, err error) {
 	s.maybeComplete(r)
 }
 
-// views builds the planner's input.
+// minSharedPrefix is the shortest common prefix worth waiting for.
+const minSharedPrefix = 32
+
+// followsLeader reports whether waiting sequence w shares a prompt prefix
+// of at least minSharedPrefix tokens with a leader (a running sequence, or
+// an earlier waiting one) that has not computed that prefix yet. Admitting
+// w now would compute the prefix twice; held back until the leader has it,
+// w copies it from the prefix cache instead.
+func followsLeader(w *seq, leaders []*seq) bool {
+	for _, q := range leaders {
+		n := 0
+		for n < len(w.tokens) && n < len(q.tokens) && w.tokens[n] == q.tokens[n] {
+			n++
+		}
+		if n >= minSharedPrefix && q.computed < min(n, len(w.tokens)-1) {
+			return true
+		}
+	}
+	return false
+}
+
+// views builds the planner's input, leaving out waiting sequences that
+// should follow a leader's prefix.
 func (s *Scheduler) views(now time.Time) ([]SeqView, int) {
 	views := make([]SeqView, 0, len(s.seqs))
 	used := 0
+	var leaders, waiting []*seq
 	for _, q := range s.seqs {
+		switch {
+		case q.lease == nil:
+			waiting = append(waiting, q)
+		case q.pending() > 1:
+			leaders = append(leaders, q)
+		}
+	}
+	hold := map[*seq]bool{}
+	if !s.opts.NoPrefixCache && (len(waiting) > 1 || len(leaders) > 0) {
+		slices.SortFunc(waiting, func(a, b *seq) int { return cmp.Compare(a.id, b.id) })
+		for _, w := range waiting {
+			if followsLeader(w, leaders) {
+				hold[w] = true
+			} else {
+				leaders = append(leaders, w)
+			}
+		}
+	}
+	for _, q := range s.seqs {
+		if hold[q] {
+			continue
+		}
 		slots := 1
 		if q.lease != nil {
 			used++
@@ -457,7 +505,7 @@ func (s *Scheduler) views(now time.Time) ([]SeqView, int) {
 		}
 		views = append(views, SeqView{
 			ID: q.id, Priority: q.req.Priority, Arrival: q.req.arrival, Waited: now.Sub(q.req.arrived),
-			Running: q.lease != nil, Pending: q.pending(), Attained: q.attained, Slots: slots,
+			Running: q.lease != nil, Pending: q.pending(), Slots: slots,
 		})
 	}
 	return views, used
@@ -563,7 +611,6 @@ func (s *Scheduler) step() {
 		w.q.lease.Append(w.q.tokens[w.from : w.from+w.n]...)
 		w.q.computed += w.n
 		if w.q.generated == 0 {
-			w.q.attained += w.n
 			prompt += w.n
 		}
 	}

@@ -430,3 +430,30 @@ func TestNChoicesShareThePrompt(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentSharedPrefixComputedOnce: requests that arrive together
+// with a common 400-token prefix compute it once; the rest copy it.
+func TestConcurrentSharedPrefixComputedOnce(t *testing.T) {
+	m := loadModel(t, "tiny")
+	s := start(t, m, Options{Parallel: 4, Cells: 4096})
+	prefix := []int32{m.BOS()}
+	for len(prefix) < 400 {
+		prefix = append(prefix, int32(300+len(prefix)%150))
+	}
+	var streams []*Stream
+	for i := range 4 {
+		p := append(append([]int32{}, prefix...), int32(10+i), int32(20+i))
+		st, err := s.Submit(context.Background(), Request{Prompt: p, MaxTokens: 2, IgnoreEOS: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, st)
+	}
+	cached := 0
+	for _, st := range streams {
+		cached += collect(t, st).usage.CachedTokens
+	}
+	if cached < 3*400 {
+		t.Fatalf("4 concurrent requests reused %d prompt tokens in all, want at least %d", cached, 3*400)
+	}
+}

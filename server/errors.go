@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
@@ -82,9 +83,24 @@ func decode(c *gin.Context, v any) *openai.Error {
 			if te.Field == "" {
 				return openai.Invalid("", "the request body must be a JSON object")
 			}
-			return openai.Invalid(te.Field, "%s: expected %s, got JSON %s", te.Field, te.Type, te.Value)
+			field := jsonField(te.Field)
+			return openai.Invalid(field, "%s: expected %s, got JSON %s", field, te.Type, te.Value)
 		}
 		return openai.Invalid("", "invalid request: %v", err)
 	}
 	return nil
+}
+
+// jsonField drops embedded Go struct names (which start upper-case) from a
+// decoder's field path, leaving the JSON names: "Sampling.max_tokens" ->
+// "max_tokens".
+func jsonField(path string) string {
+	parts := strings.Split(path, ".")
+	out := parts[:0]
+	for _, p := range parts {
+		if p != "" && !(p[0] >= 'A' && p[0] <= 'Z') {
+			out = append(out, p)
+		}
+	}
+	return strings.Join(out, ".")
 }

@@ -3,10 +3,10 @@ package server
 import (
 	"context"
 	"crypto/rand"
-	"errors"
-	"io"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 

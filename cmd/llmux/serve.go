@@ -64,7 +64,7 @@ func newServeFlags() *serveFlags {
 	f.port = fs.Int("port", 8080, "port to listen on (0: any free port)")
 	f.parallel = fs.Int("parallel", 4, "sequences decoded at once")
 	f.ctxSize = fs.Int("ctx-size", 0, "KV cache size in tokens, shared by all sequences (0: the model's context, at most 8192)")
-	f.batch = fs.Int("batch", 512, "most tokens evaluated per engine step")
+	f.batch = fs.Int("batch", 256, "most tokens evaluated per engine step (bounds how long new requests wait behind long prompts)")
 	f.chunk = fs.Int("chunk", 128, "most prompt tokens one sequence gets per step (chunked prefill)")
 	f.cacheSlots = fs.Int("cache-slots", 0, "extra slots keeping finished prompts for prefix reuse (0: same as --parallel, -1: none)")
 	f.noPrefixCache = fs.Bool("no-prefix-cache", false, "disable prefix reuse")
