@@ -70,6 +70,7 @@ type Event struct {
 	Err    error // set when Finish is FinishError, or on a Final error
 	Final  bool
 	Usage  *Usage
+	At     time.Time // when the scheduler emitted it
 }
 
 // Usage counts a finished request's tokens and time.

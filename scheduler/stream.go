@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"sync"
+	"time"
 )
 
 // Stream delivers a request's events. The scheduler never blocks on it:
@@ -22,6 +23,7 @@ func newStream(cancel context.CancelFunc) *Stream {
 }
 
 func (s *Stream) push(ev Event) {
+	ev.At = time.Now()
 	s.mu.Lock()
 	if s.done {
 		s.mu.Unlock()

@@ -178,7 +178,13 @@ func (s *Server) streamChat(c *gin.Context, req openai.ChatRequest, sreq schedul
 		if choice.Delta.Content == nil && choice.FinishReason == nil && choice.Logprobs == nil {
 			return nil // text held back (partial rune or stop string)
 		}
-		return writeSSE(c, chunk([]openai.ChatChunkChoice{choice}))
+		if err := writeSSE(c, chunk([]openai.ChatChunkChoice{choice})); err != nil {
+			return err
+		}
+		if s.traceWrite != nil && choice.Delta.Content != nil {
+			s.traceWrite(requestIDOf(c), ev.At)
+		}
+		return nil
 	})
 	s.endStream(c, started, err, func() any {
 		ch := chunk([]openai.ChatChunkChoice{})

@@ -95,7 +95,13 @@ func (s *Server) handleCompletions(c *gin.Context) {
 			if text == "" && ch.FinishReason == nil && ch.Logprobs == nil {
 				return nil
 			}
-			return writeSSE(c, resp([]openai.CompletionChoice{ch}))
+			if err := writeSSE(c, resp([]openai.CompletionChoice{ch})); err != nil {
+				return err
+			}
+			if s.traceWrite != nil && text != "" {
+				s.traceWrite(requestIDOf(c), ev.At)
+			}
+			return nil
 		})
 		s.endStream(c, started, err, func() any {
 			r := resp([]openai.CompletionChoice{})

@@ -64,6 +64,10 @@ type Server struct {
 	metrics     *metrics
 	router      *gin.Engine
 
+	// traceWrite, when set (benchmarks), is told each streamed event's
+	// request id and scheduler emission time right after it is flushed.
+	traceWrite func(requestID string, emitted time.Time)
+
 	draining atomic.Bool
 	inflight sync.WaitGroup
 }
