@@ -5,6 +5,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -320,19 +322,52 @@ func TestLoRAChangesLogits(t *testing.T) {
 	a.Unload()
 }
 
-// TestNoLeakAcrossLoads loads and frees a small model (with a context, a
-// batch and a sampler) 100 times and checks that resident memory does not
-// keep growing. The first 20 cycles warm up allocator pools.
+// TestNoLeakAcrossLoads loads and frees a small model again and again and
+// checks that resident memory levels off, in three parts:
+//
+//   - model load/free alone: after warm-up, 100 more cycles add at most
+//     2 MB (measured: +0.4 MB);
+//   - context create/decode/free on one model, and the full cycle (load,
+//     context, batch, sampler, one decode, free everything): resident
+//     memory rises in uneven jumps of a few MB (the C allocator's arenas
+//     and thread stacks of llama.cpp's per-decode worker threads; measured
+//     per 100 full cycles: +10.5, +7.5, +3.0, +2.1, +0.8, +7.4, +10.2,
+//     +3.4, +0.9, +3.9 MB), so they are bounded at 40 MB per 200 cycles,
+//     far below what leaking the model (~600 KB), its KV cache or its
+//     compute buffers each cycle would add (over 300 MB).
+//
+// Loading with NoMmap is not covered: in the pinned llama.cpp each
+// load/free of a model read into memory leaks about the size of its
+// weights (measured: +530 KB per cycle for this model), so llmux always
+// maps model files.
 func TestNoLeakAcrossLoads(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short mode")
 	}
 	path := modeltest.Preset(t, "tiny")
-	cycle := func() {
+	settle := func() int64 {
+		runtime.GC()
+		debug.FreeOSMemory()
+		return rssKB(t)
+	}
+	growth := func(warm, n int, cycle func()) int64 {
+		for range warm {
+			cycle()
+		}
+		before := settle()
+		for range n {
+			cycle()
+		}
+		return settle() - before
+	}
+	load := func() *Model {
 		m, err := LoadModel(path, ModelOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
+		return m
+	}
+	decode := func(m *Model) {
 		ctx, err := m.NewContext(ContextOptions{Cells: 256, Sequences: 2})
 		if err != nil {
 			t.Fatal(err)
@@ -352,21 +387,23 @@ func TestNoLeakAcrossLoads(t *testing.T) {
 		s.Close()
 		b.Close()
 		ctx.Close()
-		m.Close()
 	}
-	for range 20 {
-		cycle()
+	if g := growth(600, 100, func() { load().Close() }); g > 2048 {
+		t.Errorf("model load/free: RSS grew by %d KB over 100 cycles", g)
+	} else {
+		t.Logf("model load/free: %+d KB over 100 cycles", g)
 	}
-	before := rssKB(t)
-	for range 100 {
-		cycle()
+	m := load()
+	if g := growth(100, 200, func() { decode(m) }); g > 40*1024 {
+		t.Errorf("context create/decode/free: RSS grew by %d KB over 200 cycles", g)
+	} else {
+		t.Logf("context create/decode/free: %+d KB over 200 cycles", g)
 	}
-	after := rssKB(t)
-	t.Logf("RSS before %d KB, after 100 cycles %d KB", before, after)
-	// A leak of the model (~600 KB of weights) or its KV cache per cycle
-	// would add tens of MB; allow 8 MB of allocator noise.
-	if after-before > 8*1024 {
-		t.Fatalf("RSS grew by %d KB over 100 load/free cycles", after-before)
+	m.Close()
+	if g := growth(100, 200, func() { m := load(); decode(m); m.Close() }); g > 40*1024 {
+		t.Errorf("full cycle: RSS grew by %d KB over 200 cycles", g)
+	} else {
+		t.Logf("full cycle: %+d KB over 200 cycles", g)
 	}
 }
 
