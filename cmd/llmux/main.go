@@ -33,6 +33,7 @@ func commands() []command {
 		{"serve", "serve models over the OpenAI API", runServe},
 		{"generate", "generate text from a prompt in the terminal", runGenerate},
 		{"models", "inspect and synthesize GGUF models (models help)", runModels},
+		{"bench", "benchmark an OpenAI-compatible server (bench -h)", runBench},
 		{"version", "print the version and how the binary was built", runVersion},
 	}
 }

@@ -1,0 +1,71 @@
+package benchmarks
+
+import (
+	"math"
+	"testing"
+	"time"
+)
+
+const ms = time.Millisecond
+
+func TestTPOTExcludesFirstToken(t *testing.T) {
+	// First token at 100 ms, then 4 more every 10 ms: latency 140 ms.
+	r := Record{TTFT: 100 * ms, Latency: 140 * ms, OutputTokens: 5}
+	got, ok := r.TPOT()
+	if !ok || got != 10*ms {
+		t.Fatalf("TPOT = %v (%v), want 10ms", got, ok)
+	}
+	if _, ok := (Record{TTFT: ms, Latency: ms, OutputTokens: 1}).TPOT(); ok {
+		t.Fatal("TPOT defined for one token")
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	v := []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	cases := map[float64]float64{0: 1, 50: 5.5, 90: 9.1, 99: 9.91, 100: 10}
+	for p, want := range cases {
+		if got := Percentile(v, p); math.Abs(got-want) > 1e-9 {
+			t.Errorf("p%v = %v, want %v", p, got, want)
+		}
+	}
+	if got := Percentile([]float64{7}, 99); got != 7 {
+		t.Errorf("single value: %v", got)
+	}
+	if !math.IsNaN(Percentile(nil, 50)) {
+		t.Error("empty sample should be NaN")
+	}
+}
+
+func TestSummarizeAndGoodput(t *testing.T) {
+	recs := []Record{
+		{TTFT: 100 * ms, Latency: 300 * ms, OutputTokens: 21, PromptTokens: 10, ITLs: []time.Duration{10 * ms, 10 * ms}},
+		{TTFT: 500 * ms, Latency: 700 * ms, OutputTokens: 11, PromptTokens: 10, ITLs: []time.Duration{20 * ms}},
+		{Err: "http_429", RetryAfter: 2 * time.Second},
+		{TTFT: 50 * ms, Latency: 50 * ms, OutputTokens: 1, PromptTokens: 5},
+	}
+	s := Summarize(recs, 2*time.Second, SLO{TTFT: 200 * ms})
+	checks := []struct {
+		name      string
+		got, want float64
+	}{
+		{"completed", float64(s.Completed), 3},
+		{"failures", float64(s.Failures["http_429"]), 1},
+		{"output tokens", float64(s.OutputTokens), 33},
+		{"output rate", s.OutputRate, 16.5},
+		{"request rate", s.RequestRate, 1.5},
+		{"total token rate", s.TotalTokenRate, (33 + 25) / 2.0},
+		{"goodput", s.Goodput, 1},         // requests 1 and 4 meet TTFT<=200ms
+		{"good fraction", s.GoodFraction, 0.5},
+		{"ttft median", s.TTFT.Median, 100},
+		{"tpot n", float64(s.TPOT.N), 2}, // the one-token request has no TPOT
+		{"tpot mean", s.TPOT.Mean, (10 + 20) / 2.0},
+		{"itl n", float64(s.ITL.N), 3},
+		{"e2e max", s.E2E.Max, 700},
+		{"retry-after mean", s.RetryAfter.Mean, 2000},
+	}
+	for _, c := range checks {
+		if math.Abs(c.got-c.want) > 1e-9 {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}

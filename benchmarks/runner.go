@@ -1,0 +1,273 @@
+package benchmarks
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/semaphore"
+)
+
+// RunConfig says how to send a workload.
+type RunConfig struct {
+	BaseURL  string // e.g. http://127.0.0.1:8080 (with or without /v1)
+	Endpoint string // /v1/completions (default) or /v1/chat/completions
+	APIKey   string
+	// Model is used for items that name none.
+	Model string
+	// ModelHeader, when set, also sends each item's model in this header
+	// (llmux-multiplexed-model-id).
+	ModelHeader string
+	// MaxConcurrency bounds requests in flight (0: unbounded).
+	MaxConcurrency int
+	// RequestRate is the mean arrival rate in requests/s (0: all at once).
+	RequestRate float64
+	// Burstiness is the gamma shape of inter-arrival times: 1 is Poisson,
+	// below 1 burstier, above 1 more regular.
+	Burstiness float64
+	IgnoreEOS  bool
+	Seed       uint64
+	SLO        SLO
+	Timeout    time.Duration // per request (default 10 minutes)
+	// Progress, if set, is told how many requests have finished.
+	Progress func(done, total int)
+	Client   *http.Client
+}
+
+// Run sends items and returns their records and the run's duration.
+func Run(ctx context.Context, cfg RunConfig, items []Item) ([]Record, time.Duration, error) {
+	if cfg.Endpoint == "" {
+		cfg.Endpoint = "/v1/completions"
+	}
+	if cfg.Endpoint != "/v1/completions" && cfg.Endpoint != "/v1/chat/completions" {
+		return nil, 0, fmt.Errorf("endpoint %q: want /v1/completions or /v1/chat/completions", cfg.Endpoint)
+	}
+	base := strings.TrimSuffix(strings.TrimSuffix(cfg.BaseURL, "/"), "/v1")
+	url := base + cfg.Endpoint
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 10 * time.Minute
+	}
+	if cfg.Client == nil {
+		cfg.Client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1024}}
+	}
+	if cfg.Burstiness <= 0 {
+		cfg.Burstiness = 1
+	}
+	limit := int64(cfg.MaxConcurrency)
+	if limit <= 0 {
+		limit = math.MaxInt32
+	}
+	sem := semaphore.NewWeighted(limit)
+	rng := rand.New(rand.NewPCG(cfg.Seed, 0x61727269))
+	recs := make([]Record, len(items))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	done := 0
+	start := time.Now()
+	for i, it := range items {
+		if cfg.RequestRate > 0 && i > 0 {
+			// Gamma inter-arrival with mean 1/rate.
+			wait := gamma(rng, cfg.Burstiness) / (cfg.RequestRate * cfg.Burstiness)
+			select {
+			case <-time.After(time.Duration(wait * float64(time.Second))):
+			case <-ctx.Done():
+				return nil, 0, ctx.Err()
+			}
+		}
+		if err := sem.Acquire(ctx, 1); err != nil {
+			return nil, 0, err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer sem.Release(1)
+			recs[i] = send(ctx, cfg, url, it)
+			mu.Lock()
+			done++
+			if cfg.Progress != nil {
+				cfg.Progress(done, len(items))
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return recs, time.Since(start), nil
+}
+
+// gamma draws from Gamma(shape, 1) (Marsaglia and Tsang).
+func gamma(rng *rand.Rand, shape float64) float64 {
+	if shape < 1 {
+		return gamma(rng, shape+1) * math.Pow(rng.Float64(), 1/shape)
+	}
+	d := shape - 1.0/3
+	c := 1 / math.Sqrt(9*d)
+	for {
+		x := rng.NormFloat64()
+		v := 1 + c*x
+		if v <= 0 {
+			continue
+		}
+		v = v * v * v
+		u := rng.Float64()
+		if u < 1-0.0331*x*x*x*x || math.Log(u) < 0.5*x*x+d*(1-v+math.Log(v)) {
+			return d * v
+		}
+	}
+}
+
+func body(cfg RunConfig, it Item) ([]byte, string) {
+	model := it.Model
+	if model == "" {
+		model = cfg.Model
+	}
+	req := map[string]any{
+		"model":          model,
+		"stream":         true,
+		"stream_options": map[string]any{"include_usage": true},
+	}
+	if it.MaxTokens > 0 {
+		req["max_tokens"] = it.MaxTokens
+	}
+	if cfg.IgnoreEOS {
+		req["ignore_eos"] = true
+	}
+	if cfg.Endpoint == "/v1/chat/completions" {
+		msgs := it.Messages
+		if len(msgs) == 0 {
+			msgs = []Message{{"user", it.Prompt}}
+		}
+		req["messages"] = msgs
+	} else {
+		req["prompt"] = it.Prompt
+	}
+	b, _ := json.Marshal(req)
+	return b, model
+}
+
+// send runs one streaming request and records its timeline.
+func send(ctx context.Context, cfg RunConfig, url string, it Item) (rec Record) {
+	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	payload, model := body(cfg, it)
+	rec.PromptTokens = it.PromptWords
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(payload))
+	req.Header.Set("Content-Type", "application/json")
+	if cfg.APIKey != "" {
+		req.Header.Set("Authorization", "Bearer "+cfg.APIKey)
+	}
+	if cfg.ModelHeader != "" {
+		req.Header.Set(cfg.ModelHeader, model)
+	}
+	rec.Start = time.Now()
+	resp, err := cfg.Client.Do(req)
+	if err != nil {
+		rec.Err = "connection"
+		if errors.Is(err, context.DeadlineExceeded) {
+			rec.Err = "timeout"
+		}
+		return rec
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		io.Copy(io.Discard, resp.Body)
+		rec.Err = "http_" + strconv.Itoa(resp.StatusCode)
+		if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil {
+			rec.RetryAfter = time.Duration(s) * time.Second
+		}
+		return rec
+	}
+	var last time.Time
+	chunks, usageTokens, usagePrompt := 0, -1, -1
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 8<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		data, ok := bytes.CutPrefix(line, []byte("data:"))
+		if !ok {
+			continue
+		}
+		data = bytes.TrimSpace(data)
+		if bytes.Equal(data, []byte("[DONE]")) {
+			break
+		}
+		var ch chunk
+		if err := json.Unmarshal(data, &ch); err != nil {
+			rec.Err = "bad_chunk"
+			return rec
+		}
+		if ch.Error != nil {
+			rec.Err = "stream_error"
+			return rec
+		}
+		if ch.Usage != nil {
+			usageTokens, usagePrompt = ch.Usage.CompletionTokens, ch.Usage.PromptTokens
+		}
+		if !ch.hasText() {
+			continue
+		}
+		now := time.Now()
+		if chunks == 0 {
+			rec.TTFT = now.Sub(rec.Start)
+		} else {
+			rec.ITLs = append(rec.ITLs, now.Sub(last))
+		}
+		last = now
+		chunks++
+		if it.CancelAfter > 0 && chunks >= it.CancelAfter {
+			rec.Err = "client_cancel"
+			rec.Latency = now.Sub(rec.Start)
+			rec.OutputTokens = chunks
+			return rec
+		}
+	}
+	if err := sc.Err(); err != nil {
+		rec.Err = "stream_cut"
+		return rec
+	}
+	rec.Latency = time.Since(rec.Start)
+	rec.OutputTokens = chunks
+	if usageTokens >= 0 {
+		rec.OutputTokens = usageTokens
+	}
+	if usagePrompt > 0 {
+		rec.PromptTokens = usagePrompt
+	}
+	if chunks == 0 && rec.OutputTokens == 0 {
+		rec.TTFT = rec.Latency
+	}
+	return rec
+}
+
+type chunk struct {
+	Choices []struct {
+		Text  string `json:"text"`
+		Delta struct {
+			Content string `json:"content"`
+		} `json:"delta"`
+	} `json:"choices"`
+	Usage *struct {
+		PromptTokens     int `json:"prompt_tokens"`
+		CompletionTokens int `json:"completion_tokens"`
+	} `json:"usage"`
+	Error *json.RawMessage `json:"error"`
+}
+
+func (c chunk) hasText() bool {
+	for _, ch := range c.Choices {
+		if ch.Text != "" || ch.Delta.Content != "" {
+			return true
+		}
+	}
+	return false
+}

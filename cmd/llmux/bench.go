@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/llmux/llmux/benchmarks"
+)
+
+func runBench(ctx context.Context, args []string) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "compare":
+			return runBenchCompare(args[1:])
+		case "plot":
+			return runBenchPlot(args[1:])
+		case "run":
+			args = args[1:]
+		}
+	}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), `Usage: llmux bench [run] [flags]      measure an OpenAI-compatible server
+       llmux bench compare A.json B.json ...   side-by-side table with ratios
+       llmux bench plot -o OUT.svg A.json ...  throughput-vs-latency plot
+
+Flags follow vLLM's bench serve where they overlap. Comma lists in
+--max-concurrency or --request-rate make a sweep.`)
+		fs.PrintDefaults()
+	}
+	baseURL := fs.String("base-url", "http://127.0.0.1:8080", "server URL")
+	endpoint := fs.String("endpoint", "/v1/completions", "/v1/completions or /v1/chat/completions")
+	model := fs.String("model", "", "model name (required unless --models)")
+	apiKey := fs.String("api-key", os.Getenv("OPENAI_API_KEY"), "API key")
+	numPrompts := fs.Int("num-prompts", 100, "requests per load level")
+	conc := fs.String("max-concurrency", "", "requests in flight, or a comma list for a sweep (empty: unbounded)")
+	rate := fs.String("request-rate", "inf", "arrival rate in requests/s (Poisson), or a comma list; inf: all at once")
+	burst := fs.Float64("burstiness", 1, "gamma shape of arrivals: 1 Poisson, <1 burstier")
+	seed := fs.Uint64("seed", 0, "seed for the workload and arrivals")
+	dataset := fs.String("dataset-name", "random", "random, stories, shared-prefix, multi-turn, jsonl")
+	datasetPath := fs.String("dataset-path", "", "jsonl file for --dataset-name jsonl")
+	inLen := fs.Int("random-input-len", 128, "mean prompt length in words (≈ tokens)")
+	outLen := fs.Int("random-output-len", 128, "mean max_tokens")
+	rangeRatio := fs.Float64("random-range-ratio", 0, "lengths vary uniformly by ±this fraction")
+	prefixLen := fs.Int("prefix-len", 512, "shared-prefix: words in the shared system prompt")
+	turns := fs.Int("turns", 4, "multi-turn: turns per conversation")
+	modelsList := fs.String("models", "", "comma list of model names to spread requests over")
+	modelDist := fs.String("model-dist", "cycle", "cycle or zipf")
+	modelHeader := fs.String("model-header", "", "also send the model in this header (e.g. llmux-multiplexed-model-id)")
+	cancelAfter := fs.Int("cancel-after", 0, "cancellation storm: hang up after this many chunks...")
+	cancelShare := fs.Float64("cancel-share", 1, "...on this share of requests")
+	ignoreEOS := fs.Bool("ignore-eos", false, "send ignore_eos so outputs reach max_tokens")
+	warmup := fs.Int("warmup", 2, "warm-up requests before each run, not counted")
+	goodput := fs.String("goodput", "", "SLOs for goodput, e.g. ttft:500,tpot:50,e2el:5000 (ms)")
+	output := fs.String("output", "", "write the JSON result here")
+	label := fs.String("label", "", "name of this run in tables and plots (default: base URL)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *model == "" && *modelsList == "" {
+		return fmt.Errorf("bench: --model is required")
+	}
+	slo, err := parseSLO(*goodput)
+	if err != nil {
+		return err
+	}
+	levels, err := loadLevels(*conc, *rate)
+	if err != nil {
+		return err
+	}
+	wcfg := benchmarks.WorkloadConfig{Dataset: *dataset, Path: *datasetPath, InputLen: *inLen, OutputLen: *outLen, RangeRatio: *rangeRatio,
+		PrefixLen: *prefixLen, Turns: *turns, Models: splitComma(*modelsList), ModelDist: *modelDist,
+		CancelAfter: *cancelAfter, CancelShare: *cancelShare, Seed: *seed}
+	items, err := benchmarks.Generate(wcfg, *numPrompts)
+	if err != nil {
+		return err
+	}
+	res := &benchmarks.Result{Label: *label, Date: time.Now().UTC().Format(time.RFC3339), BaseURL: *baseURL, Endpoint: *endpoint,
+		Model: *model, Dataset: *dataset, NumPrompts: *numPrompts, Seed: *seed, SLO: slo}
+	if res.Label == "" {
+		res.Label = *baseURL
+	}
+	if res.Model == "" {
+		res.Model = *modelsList
+	}
+	for _, lv := range levels {
+		rc := benchmarks.RunConfig{BaseURL: *baseURL, Endpoint: *endpoint, APIKey: *apiKey, Model: *model, ModelHeader: *modelHeader,
+			MaxConcurrency: lv.MaxConcurrency, RequestRate: lv.RequestRate, Burstiness: *burst, IgnoreEOS: *ignoreEOS, Seed: *seed, SLO: slo}
+		if *warmup > 0 {
+			wu, _ := benchmarks.Generate(wcfg, *warmup)
+			if _, _, err := benchmarks.Run(ctx, rc, wu); err != nil {
+				return err
+			}
+		}
+		bar := newProgressBar(fmt.Sprintf("%s %s", res.Label, benchLoadName(lv)))
+		rc.Progress = func(d, t int) { bar.Set(float64(d) / float64(t)) }
+		recs, dur, err := benchmarks.Run(ctx, rc, items)
+		if err != nil {
+			bar.Done("failed")
+			return err
+		}
+		p := benchmarks.Point{MaxConcurrency: lv.MaxConcurrency, RequestRate: lv.RequestRate, Summary: benchmarks.Summarize(recs, dur, slo)}
+		bar.Done(fmt.Sprintf("%d/%d ok, %.1f output tok/s", p.Summary.Completed, p.Summary.Requests, p.Summary.OutputRate))
+		res.Points = append(res.Points, p)
+	}
+	res.WriteTable(os.Stdout)
+	if *output != "" {
+		if err := res.Save(*output); err != nil {
+			return err
+		}
+		fmt.Fprintln(os.Stderr, "wrote", *output)
+	}
+	return nil
+}
+
+func benchLoadName(p benchmarks.Point) string {
+	if p.RequestRate > 0 {
+		return fmt.Sprintf("rate %g/s", p.RequestRate)
+	}
+	if p.MaxConcurrency > 0 {
+		return fmt.Sprintf("concurrency %d", p.MaxConcurrency)
+	}
+	return "all at once"
+}
+
+// loadLevels expands the sweep: every concurrency times every rate.
+func loadLevels(conc, rate string) ([]benchmarks.Point, error) {
+	concs := []int{0}
+	if conc != "" {
+		concs = nil
+		for _, c := range splitComma(conc) {
+			n, err := strconv.Atoi(c)
+			if err != nil || n < 1 {
+				return nil, fmt.Errorf("bench: --max-concurrency %q: want positive integers", c)
+			}
+			concs = append(concs, n)
+		}
+	}
+	var rates []float64
+	for _, r := range splitComma(rate) {
+		if r == "inf" {
+			rates = append(rates, 0)
+			continue
+		}
+		f, err := strconv.ParseFloat(r, 64)
+		if err != nil || f <= 0 || math.IsInf(f, 0) {
+			return nil, fmt.Errorf("bench: --request-rate %q: want positive numbers or inf", r)
+		}
+		rates = append(rates, f)
+	}
+	if len(rates) == 0 {
+		rates = []float64{0}
+	}
+	var out []benchmarks.Point
+	for _, c := range concs {
+		for _, r := range rates {
+			out = append(out, benchmarks.Point{MaxConcurrency: c, RequestRate: r})
+		}
+	}
+	return out, nil
+}
+
+func parseSLO(s string) (benchmarks.SLO, error) {
+	var slo benchmarks.SLO
+	for _, part := range splitComma(s) {
+		k, v, ok := strings.Cut(part, ":")
+		msv, err := strconv.ParseFloat(v, 64)
+		if !ok || err != nil || msv <= 0 {
+			return slo, fmt.Errorf("bench: --goodput %q: want name:milliseconds", part)
+		}
+		d := time.Duration(msv * float64(time.Millisecond))
+		switch k {
+		case "ttft":
+			slo.TTFT = d
+		case "tpot":
+			slo.TPOT = d
+		case "e2el":
+			slo.E2E = d
+		default:
+			return slo, fmt.Errorf("bench: --goodput %q: want ttft, tpot or e2el", k)
+		}
+	}
+	return slo, nil
+}
+
+func loadResults(paths []string) ([]*benchmarks.Result, error) {
+	if len(paths) == 0 {
+		return nil, fmt.Errorf("want result files")
+	}
+	var rs []*benchmarks.Result
+	for _, p := range paths {
+		r, err := benchmarks.Load(p)
+		if err != nil {
+			return nil, err
+		}
+		rs = append(rs, r)
+	}
+	return rs, nil
+}
+
+func runBenchCompare(args []string) error {
+	rs, err := loadResults(args)
+	if err != nil {
+		return fmt.Errorf("bench compare: %w", err)
+	}
+	benchmarks.Compare(os.Stdout, rs)
+	return nil
+}
+
+func runBenchPlot(args []string) error {
+	fs := flag.NewFlagSet("bench plot", flag.ContinueOnError)
+	out := fs.String("o", "bench.svg", "SVG file to write")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	rs, err := loadResults(fs.Args())
+	if err != nil {
+		return fmt.Errorf("bench plot: %w", err)
+	}
+	f, err := os.Create(*out)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := benchmarks.PlotSVG(f, rs); err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "wrote", *out)
+	return nil
+}
