@@ -12,14 +12,14 @@ import (
 
 // Record is one request's timeline as the client saw it.
 type Record struct {
-	Start        time.Time     `json:"-"`
-	TTFT         time.Duration `json:"ttft_ns"`
+	Start        time.Time       `json:"-"`
+	TTFT         time.Duration   `json:"ttft_ns"`
 	ITLs         []time.Duration `json:"-"` // gaps between consecutive output chunks
-	Latency      time.Duration `json:"latency_ns"`
-	PromptTokens int           `json:"prompt_tokens"`
-	OutputTokens int           `json:"output_tokens"`
-	Err          string        `json:"error,omitempty"` // failure kind, "" on success
-	RetryAfter   time.Duration `json:"retry_after_ns,omitempty"`
+	Latency      time.Duration   `json:"latency_ns"`
+	PromptTokens int             `json:"prompt_tokens"`
+	OutputTokens int             `json:"output_tokens"`
+	Err          string          `json:"error,omitempty"` // failure kind, "" on success
+	RetryAfter   time.Duration   `json:"retry_after_ns,omitempty"`
 }
 
 // OK reports whether the request succeeded.
@@ -99,22 +99,22 @@ func (s SLO) good(r Record) bool {
 
 // Summary is the aggregate of one run.
 type Summary struct {
-	Requests         int            `json:"requests"`
-	Completed        int            `json:"completed"`
-	Failures         map[string]int `json:"failures"`
-	DurationSec      float64        `json:"duration_s"`
-	RequestRate      float64        `json:"request_throughput"`      // completed requests/s
-	OutputRate       float64        `json:"output_throughput"`       // output tokens/s
-	TotalTokenRate   float64        `json:"total_token_throughput"`  // (prompt+output) tokens/s
-	Goodput          float64        `json:"request_goodput"`         // good requests/s
-	GoodFraction     float64        `json:"good_fraction"`
-	PromptTokens     int            `json:"total_input_tokens"`
-	OutputTokens     int            `json:"total_output_tokens"`
-	TTFT             Dist           `json:"ttft"`
-	TPOT             Dist           `json:"tpot"`
-	ITL              Dist           `json:"itl"`
-	E2E              Dist           `json:"e2el"`
-	RetryAfter       Dist           `json:"retry_after"`
+	Requests       int            `json:"requests"`
+	Completed      int            `json:"completed"`
+	Failures       map[string]int `json:"failures"`
+	DurationSec    float64        `json:"duration_s"`
+	RequestRate    float64        `json:"request_throughput"`     // completed requests/s
+	OutputRate     float64        `json:"output_throughput"`      // output tokens/s
+	TotalTokenRate float64        `json:"total_token_throughput"` // (prompt+output) tokens/s
+	Goodput        float64        `json:"request_goodput"`        // good requests/s
+	GoodFraction   float64        `json:"good_fraction"`
+	PromptTokens   int            `json:"total_input_tokens"`
+	OutputTokens   int            `json:"total_output_tokens"`
+	TTFT           Dist           `json:"ttft"`
+	TPOT           Dist           `json:"tpot"`
+	ITL            Dist           `json:"itl"`
+	E2E            Dist           `json:"e2el"`
+	RetryAfter     Dist           `json:"retry_after"`
 }
 
 // Summarize aggregates records of a run that lasted dur.

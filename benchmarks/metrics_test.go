@@ -54,7 +54,7 @@ func TestSummarizeAndGoodput(t *testing.T) {
 		{"output rate", s.OutputRate, 16.5},
 		{"request rate", s.RequestRate, 1.5},
 		{"total token rate", s.TotalTokenRate, (33 + 25) / 2.0},
-		{"goodput", s.Goodput, 1},         // requests 1 and 4 meet TTFT<=200ms
+		{"goodput", s.Goodput, 1}, // requests 1 and 4 meet TTFT<=200ms
 		{"good fraction", s.GoodFraction, 0.5},
 		{"ttft median", s.TTFT.Median, 100},
 		{"tpot n", float64(s.TPOT.N), 2}, // the one-token request has no TPOT

@@ -31,18 +31,18 @@ type Item struct {
 
 // WorkloadConfig describes which requests to send.
 type WorkloadConfig struct {
-	Dataset      string   // random, stories, shared-prefix, multi-turn, jsonl
-	Path         string   // jsonl: the file
-	InputLen     int      // random: mean prompt length in words (≈ tokens)
-	OutputLen    int      // mean max_tokens
-	RangeRatio   float64  // lengths drawn uniformly in [mean*(1-r), mean*(1+r)]
-	PrefixLen    int      // shared-prefix: words in the shared system prompt
-	Turns        int      // multi-turn: turns per conversation
-	Models       []string // model names to spread requests over
-	ModelDist    string   // cycle (default) or zipf
-	CancelAfter  int      // cancellation storm: hang up after k chunks...
-	CancelShare  float64  // ...on this share of requests
-	Seed         uint64
+	Dataset     string   // random, stories, shared-prefix, multi-turn, jsonl
+	Path        string   // jsonl: the file
+	InputLen    int      // random: mean prompt length in words (≈ tokens)
+	OutputLen   int      // mean max_tokens
+	RangeRatio  float64  // lengths drawn uniformly in [mean*(1-r), mean*(1+r)]
+	PrefixLen   int      // shared-prefix: words in the shared system prompt
+	Turns       int      // multi-turn: turns per conversation
+	Models      []string // model names to spread requests over
+	ModelDist   string   // cycle (default) or zipf
+	CancelAfter int      // cancellation storm: hang up after k chunks...
+	CancelShare float64  // ...on this share of requests
+	Seed        uint64
 }
 
 var words = strings.Fields(`the a and of to in is was it for on with as at by from
