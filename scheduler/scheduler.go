@@ -33,12 +33,12 @@ type Options struct {
 	// also the longest context one sequence may reach (default: the
 	// model's training context, at most 8192).
 	Cells int
-	// TokenBudget is the most tokens evaluated in one step (default 256).
+	// TokenBudget is the most tokens evaluated in one step (default 128).
 	// It bounds a step's duration, so it bounds how long a new request
 	// waits behind prompts already prefilling.
 	TokenBudget int
 	// Chunk is the most prompt tokens one sequence gets per step (chunked
-	// prefill; default 128). Smaller chunks keep running streams and new
+	// prefill; default 64). Smaller chunks keep running streams and new
 	// requests moving while long prompts prefill.
 	Chunk int
 	// MaxQueue bounds the requests waiting for admission (default 256).
@@ -72,10 +72,10 @@ func (o Options) withDefaults(m *engine.Model) Options {
 		o.Cells = min(m.TrainContext(), 8192)
 	}
 	if o.TokenBudget <= 0 {
-		o.TokenBudget = 256
+		o.TokenBudget = 128
 	}
 	if o.Chunk <= 0 {
-		o.Chunk = 128
+		o.Chunk = 64
 	}
 	if o.MaxQueue <= 0 {
 		o.MaxQueue = 256

@@ -50,6 +50,54 @@ func (s *Server) generate(ctx context.Context, reqs []scheduler.Request, onEvent
 		streams = append(streams, st)
 	}
 	defer closeAll()
+	final := func(u *scheduler.Usage) {
+		if u == nil {
+			return
+		}
+		g.usage.PromptTokens += u.PromptTokens
+		g.usage.CompletionTokens += u.CompletionTokens
+		if u.CachedTokens > 0 {
+			if g.usage.PromptTokensDetails == nil {
+				g.usage.PromptTokensDetails = &openai.PromptTokensDetails{}
+			}
+			g.usage.PromptTokensDetails.CachedTokens += u.CachedTokens
+		}
+		if g.timings.TTFT == 0 {
+			g.timings = u.Timings
+		}
+	}
+	var firstErr error
+	if len(streams) == 1 {
+		// One prompt: read in this goroutine, with no hop in between.
+		for {
+			ev, err := streams[0].Recv(ctx)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				firstErr = err
+				break
+			}
+			if ev.Final {
+				final(ev.Usage)
+				continue
+			}
+			if err := onEvent(choiceEvent{Event: ev, Index: ev.Index}); err != nil {
+				firstErr = err
+				break
+			}
+		}
+	} else {
+		firstErr = s.fanIn(ctx, streams, reqs, onEvent, final, closeAll)
+	}
+	g.usage.TotalTokens = g.usage.PromptTokens + g.usage.CompletionTokens
+	s.metrics.observe(g)
+	return g, firstErr
+}
+
+// fanIn merges several prompts' streams, offsetting each one's choice
+// indices, and hands their events to onEvent in the calling goroutine.
+func (s *Server) fanIn(ctx context.Context, streams []*scheduler.Stream, reqs []scheduler.Request, onEvent func(choiceEvent) error, final func(*scheduler.Usage), closeAll func()) error {
 	type tagged struct {
 		ev   scheduler.Event
 		base int
@@ -85,32 +133,17 @@ func (s *Server) generate(ctx context.Context, reqs []scheduler.Request, onEvent
 				firstErr = t.err
 			}
 		case t.ev.Final:
-			if u := t.ev.Usage; u != nil {
-				g.usage.PromptTokens += u.PromptTokens
-				g.usage.CompletionTokens += u.CompletionTokens
-				if u.CachedTokens > 0 {
-					if g.usage.PromptTokensDetails == nil {
-						g.usage.PromptTokensDetails = &openai.PromptTokensDetails{}
-					}
-					g.usage.PromptTokensDetails.CachedTokens += u.CachedTokens
-				}
-				if g.timings.TTFT == 0 {
-					g.timings = u.Timings
-				}
-			}
+			final(t.ev.Usage)
+		case firstErr != nil:
+			// Draining after a failure.
 		default:
-			if firstErr != nil {
-				continue // draining after a failure
-			}
 			if err := onEvent(choiceEvent{Event: t.ev, Index: t.base + t.ev.Index}); err != nil {
 				firstErr = err
 				closeAll()
 			}
 		}
 	}
-	g.usage.TotalTokens = g.usage.PromptTokens + g.usage.CompletionTokens
-	s.metrics.observe(g)
-	return g, firstErr
+	return firstErr
 }
 
 // seedFor returns the request's seed, or a random one.

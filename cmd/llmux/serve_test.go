@@ -28,7 +28,7 @@ func TestServeConfigPrecedence(t *testing.T) {
 		{"ctx-size (file, underscore key)", *f.ctxSize, 1024},
 		{"api-key (file list)", *f.apiKeys, "a,b"},
 		{"queue-timeout (file, dash key)", *f.queueTimeout, 5 * time.Second},
-		{"batch (default)", *f.batch, 256},
+		{"batch (default)", *f.batch, 128},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
