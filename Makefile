@@ -30,15 +30,18 @@ LDFLAGS := -X 'main.version=$(VERSION)' -X 'main.cpuTarget=$(LLMUX_CPU)' -X 'mai
 BIN := bin/llmux
 ARGS ?=
 
-.PHONY: help setup build serve test test-short bench vet env clean
+.PHONY: help setup setup-build build serve test test-short bench vet env clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-setup: ## install build dependencies (idempotent)
+setup: ## install build dependencies, and the OpenAI Node SDK for the conformance test (idempotent)
 	@bash scripts/setup.sh --node
 
-build: setup ## build bin/llmux
+setup-build: ## install build dependencies only (idempotent)
+	@bash scripts/setup.sh
+
+build: setup-build ## build bin/llmux
 	go build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/llmux
 
 serve: build ## set up, build and serve the embedded default model on :8080
@@ -51,10 +54,10 @@ test: setup ## run every test (race detector on)
 test-short: setup ## fast tests only
 	go test -short -p 1 -count=1 ./...
 
-bench: setup ## engine and scheduler benchmarks (see benchmarks/README.md)
+bench: setup-build ## engine and scheduler benchmarks (see benchmarks/README.md)
 	go test -run '^$$' -bench . -benchtime 3x -timeout 60m ./engine ./scheduler
 
-vet: setup
+vet: setup-build
 	go vet ./...
 
 env: ## print the environment for running go commands by hand

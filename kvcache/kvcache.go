@@ -37,6 +37,11 @@ type Options struct {
 	// NoPrefixReuse turns prefix reuse off: every sequence prefills all of
 	// its prompt (for benchmarks and debugging).
 	NoPrefixReuse bool
+	// MaxCachedCells bounds the cells that finished sequences keep cached
+	// (0: a quarter of Cells). Cached cells are not free: in a unified KV
+	// cache every decode's attention scans all used cells, so an unbounded
+	// cache of prompts nobody reuses slows every running stream.
+	MaxCachedCells int
 }
 
 // Stats are the cache's counters.
@@ -94,6 +99,9 @@ type Cache struct {
 func New(kv KV, opts Options) (*Cache, error) {
 	if opts.Slots < 1 || opts.Cells < 1 {
 		return nil, fmt.Errorf("kvcache: need positive slots (%d) and cells (%d)", opts.Slots, opts.Cells)
+	}
+	if opts.MaxCachedCells <= 0 {
+		opts.MaxCachedCells = max(1, opts.Cells/4)
 	}
 	return &Cache{kv: kv, opts: opts, root: &node{holders: map[int]struct{}{}}, slots: make([]slot, opts.Slots)}, nil
 }
@@ -192,17 +200,9 @@ func (c *Cache) evict(i int) {
 // cells are free.
 func (c *Cache) EvictFor(cells int) bool {
 	for c.Free() < cells {
-		victim := -1
-		for i := range c.slots {
-			s := &c.slots[i]
-			if s.state == slotCached && (victim < 0 || s.used < c.slots[victim].used) {
-				victim = i
-			}
-		}
-		if victim < 0 {
+		if !c.evictLRU() {
 			return false
 		}
-		c.evict(victim)
 	}
 	return true
 }
@@ -285,6 +285,24 @@ func (l *Lease) Release(keep bool) {
 	c.tick++
 	s.used = c.tick
 	s.state = slotCached
+	for c.Reclaimable() > c.opts.MaxCachedCells && c.evictLRU() {
+	}
+}
+
+// evictLRU evicts the least recently used cached slot; false if none.
+func (c *Cache) evictLRU() bool {
+	victim := -1
+	for i := range c.slots {
+		s := &c.slots[i]
+		if s.state == slotCached && (victim < 0 || s.used < c.slots[victim].used) {
+			victim = i
+		}
+	}
+	if victim < 0 {
+		return false
+	}
+	c.evict(victim)
+	return true
 }
 
 // commonPrefix is how many leading tokens slot i shares with tokens.

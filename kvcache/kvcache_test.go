@@ -293,3 +293,26 @@ func equal(a, b []int32) bool {
 	}
 	return true
 }
+
+func TestCachedCellsAreBounded(t *testing.T) {
+	f := newFakeKV()
+	c, _ := New(f, Options{Slots: 8, Cells: 1000, MaxCachedCells: 250})
+	for i := range 6 {
+		p := seqTokens(100, int32(1000*(i+1)))
+		l, err := c.Acquire(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		run(f, l, p)
+		l.Release(true)
+		if r := c.Reclaimable(); r > 250 {
+			t.Fatalf("after %d releases %d cells cached, bound 250", i+1, r)
+		}
+		check(t, c, f)
+	}
+	// The two most recent prompts stay cached.
+	l, _ := c.Acquire(seqTokens(100, 6000))
+	if l.Reused != 99 {
+		t.Fatalf("most recent prompt reused %d tokens, want 99", l.Reused)
+	}
+}

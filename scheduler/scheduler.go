@@ -108,6 +108,8 @@ type Scheduler struct {
 	prefillRate  atomicFloat  // prompt tokens per second, EWMA
 	statsMu      sync.Mutex   // guards stats
 	stats        Stats
+	recentMu     sync.Mutex   // guards recent
+	recent       [][]int32    // the last prompts submitted, for predicting prefix reuse
 
 	// Owned by the Run goroutine.
 	ctx      *engine.Context
@@ -208,6 +210,7 @@ type request struct {
 	arrival    uint64
 	arrived    time.Time
 	deadline   time.Time
+	queued     int64 // its share of queuedTokens until its first token
 	scheduled  time.Time
 	firstToken time.Time
 	usage      Usage
@@ -259,10 +262,12 @@ func (s *Scheduler) Submit(ctx context.Context, r Request) (*Stream, error) {
 		deadline = now.Add(s.opts.QueueTimeout)
 	}
 	// Admission by tokens and time: predict the wait from the prompt tokens
-	// queued ahead and the measured prefill rate.
+	// queued ahead (less what the prefix cache is expected to supply) and
+	// the measured prefill rate.
+	cost := s.expectedPrefill(r.Prompt)
 	ahead := s.queuedTokens.Load()
 	if rate := s.prefillRate.Load(); rate > 0 {
-		wait := time.Duration(float64(ahead+int64(len(r.Prompt))) / rate * float64(time.Second))
+		wait := time.Duration(float64(ahead+cost) / rate * float64(time.Second))
 		if now.Add(wait).After(deadline) {
 			closeAll(samplers)
 			s.reject()
@@ -275,15 +280,15 @@ func (s *Scheduler) Submit(ctx context.Context, r Request) (*Stream, error) {
 		return nil, &OverloadError{Reason: fmt.Sprintf("queue is full (%d requests)", s.opts.MaxQueue), RetryAfter: s.drainTime(ahead)}
 	}
 	rctx, cancel := context.WithCancel(ctx)
-	req := &request{Request: r, ctx: rctx, stream: newStream(cancel), samplers: samplers, arrived: now, deadline: deadline}
+	req := &request{Request: r, ctx: rctx, stream: newStream(cancel), samplers: samplers, arrived: now, deadline: deadline, queued: cost}
 	req.stopCancel = context.AfterFunc(rctx, s.poke)
 	s.waitingN.Add(1)
-	s.queuedTokens.Add(int64(len(r.Prompt)))
+	s.queuedTokens.Add(cost)
 	select {
 	case s.submit <- req:
 	default:
 		s.waitingN.Add(-1)
-		s.queuedTokens.Add(-int64(len(r.Prompt)))
+		s.queuedTokens.Add(-cost)
 		req.stopCancel()
 		cancel()
 		closeAll(samplers)
@@ -296,6 +301,35 @@ func (s *Scheduler) Submit(ctx context.Context, r Request) (*Stream, error) {
 		s.poke()
 	}
 	return req.stream, nil
+}
+
+// recentPrompts is how many submitted prompts expectedPrefill compares with.
+const recentPrompts = 16
+
+// expectedPrefill predicts how many of prompt's tokens will need computing:
+// all of them, less a prefix of at least minSharedPrefix tokens shared with
+// a recently submitted prompt (the prefix cache will supply it). It is a
+// prediction for admission only; the cache itself decides at admission.
+func (s *Scheduler) expectedPrefill(prompt []int32) int64 {
+	s.recentMu.Lock()
+	defer s.recentMu.Unlock()
+	best := 0
+	for _, p := range s.recent {
+		n := 0
+		for n < len(p) && n < len(prompt)-1 && p[n] == prompt[n] {
+			n++
+		}
+		best = max(best, n)
+	}
+	if len(s.recent) == recentPrompts {
+		copy(s.recent, s.recent[1:])
+		s.recent = s.recent[:recentPrompts-1]
+	}
+	s.recent = append(s.recent, prompt)
+	if best < minSharedPrefix || s.opts.NoPrefixCache {
+		best = 0
+	}
+	return int64(len(prompt) - best)
 }
 
 func closeAll(samplers []*engine.Sampler) {
@@ -647,7 +681,7 @@ func (s *Scheduler) sample(q *seq) {
 	now := time.Now()
 	if r.firstToken.IsZero() {
 		r.firstToken = now
-		s.queuedTokens.Add(-int64(len(r.Prompt)))
+		s.queuedTokens.Add(-r.queued)
 	}
 	for _, t := range targets {
 		s.sampleOne(t)
@@ -727,7 +761,7 @@ func (s *Scheduler) finish(q *seq, reason FinishReason, err error, keep bool) {
 		s.waitingN.Add(-1)
 	}
 	if q.req.firstToken.IsZero() && q.index == 0 {
-		s.queuedTokens.Add(-int64(len(q.req.Prompt)))
+		s.queuedTokens.Add(-q.req.queued)
 	}
 	delete(s.seqs, q.id)
 	q.req.finished++

@@ -457,3 +457,33 @@ func TestConcurrentSharedPrefixComputedOnce(t *testing.T) {
 		t.Fatalf("4 concurrent requests reused %d prompt tokens in all, want at least %d", cached, 3*400)
 	}
 }
+
+func TestExpectedPrefillDiscountsSharedPrefix(t *testing.T) {
+	m := loadModel(t, "tiny")
+	s, err := New(m, Options{Parallel: 1, Cells: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		go s.Run(ctx)
+		s.Close()
+	}()
+	system := make([]int32, 200)
+	for i := range system {
+		system[i] = int32(300 + i%100)
+	}
+	a := append(append([]int32{}, system...), 5, 6, 7)
+	b := append(append([]int32{}, system...), 8, 9)
+	short := []int32{300, 301, 9}
+	if got := s.expectedPrefill(a); got != int64(len(a)) {
+		t.Fatalf("first prompt: %d, want %d", got, len(a))
+	}
+	if got := s.expectedPrefill(b); got != 2 {
+		t.Fatalf("prompt sharing 200 tokens: %d, want 2", got)
+	}
+	if got := s.expectedPrefill(short); got != 3 {
+		t.Fatalf("a 2-token overlap is not worth discounting: %d, want 3", got)
+	}
+}

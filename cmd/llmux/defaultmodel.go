@@ -27,27 +27,28 @@ func cacheDir() string {
 // model, "synth:NAME" a synthesized preset, anything else a GGUF path.
 // Synthesized models are made on first use in the cache directory; their
 // weights are random, so they exercise the server but write no sense.
-func resolveModel(arg string) (path string, synthesized bool, err error) {
-	name, ok := strings.CutPrefix(arg, "synth:")
+// name is the preset's model name for synthesized models, else "".
+func resolveModel(arg string) (path, name string, synthesized bool, err error) {
+	preset, ok := strings.CutPrefix(arg, "synth:")
 	if arg == "" {
-		name, ok = defaultPreset, true
+		preset, ok = defaultPreset, true
 	}
 	if !ok {
-		return arg, false, nil
+		return arg, "", false, nil
 	}
-	cfg, found := models.Presets[name]
+	cfg, found := models.Presets[preset]
 	if !found {
-		return "", false, fmt.Errorf("no synthesized preset %q (have %v)", name, models.PresetNames())
+		return "", "", false, fmt.Errorf("no synthesized preset %q (have %v)", preset, models.PresetNames())
 	}
 	path = filepath.Join(cacheDir(), "models", fmt.Sprintf("%s-v%d.gguf", cfg.Name, models.SynthVersion))
 	if _, err := os.Stat(path); err == nil {
-		return path, true, nil
+		return path, cfg.Name, true, nil
 	}
 	bar := newProgressBar("synthesizing " + cfg.Name)
 	if err := models.Synthesize(path, cfg, func(d, t int64) { bar.Set(float64(d) / float64(max(t, 1))) }); err != nil {
 		bar.Done("failed")
-		return "", false, err
+		return "", "", false, err
 	}
 	bar.Done("done: " + path)
-	return path, true, nil
+	return path, cfg.Name, true, nil
 }

@@ -30,7 +30,7 @@ func runGenerate(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	path, synth, err := resolveModel(*modelArg)
+	path, _, synth, err := resolveModel(*modelArg)
 	if err != nil {
 		return err
 	}

@@ -168,9 +168,12 @@ func runServe(ctx context.Context, args []string) error {
 		return err
 	}
 	slog.SetDefault(logger)
-	path, synth, err := resolveModel(*f.model)
+	path, synthName, synth, err := resolveModel(*f.model)
 	if err != nil {
 		return err
+	}
+	if *f.modelName == "" {
+		*f.modelName = synthName // "" for files: the server uses the file name
 	}
 	if synth {
 		logger.Warn("serving a synthesized model: its weights are random, so it writes no sensible text; pass --model FILE.gguf for a real model", "path", path)
