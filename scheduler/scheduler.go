@@ -108,8 +108,8 @@ type Scheduler struct {
 	prefillRate  atomicFloat  // prompt tokens per second, EWMA
 	statsMu      sync.Mutex   // guards stats
 	stats        Stats
-	recentMu     sync.Mutex   // guards recent
-	recent       [][]int32    // the last prompts submitted, for predicting prefix reuse
+	recentMu     sync.Mutex // guards recent
+	recent       [][]int32  // the last prompts submitted, for predicting prefix reuse
 
 	// Owned by the Run goroutine.
 	ctx      *engine.Context
