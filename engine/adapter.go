@@ -9,6 +9,7 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"unsafe"
 
 	"github.com/llmux/llmux/models"
@@ -80,7 +81,7 @@ func (a *Adapter) Unload() {
 // whole context, so sequences with different adapter sets must be decoded in
 // different steps.
 func (c *Context) SetAdapters(set []AdapterRef) error {
-	if sameAdapters(c.adapter, set) {
+	if slices.Equal(c.adapter, set) {
 		return nil
 	}
 	if !c.opts.LoRA {
@@ -105,15 +106,3 @@ func (c *Context) SetAdapters(set []AdapterRef) error {
 
 // Adapters is the active adapter set.
 func (c *Context) Adapters() []AdapterRef { return c.adapter }
-
-func sameAdapters(a, b []AdapterRef) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}

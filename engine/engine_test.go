@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -235,24 +236,12 @@ func TestBatchedEqualsAlone(t *testing.T) {
 			batched := generate(t, m, eightPrompts, 32, true)
 			alone := generate(t, m, eightPrompts, 32, false)
 			for i := range eightPrompts {
-				if !slicesEqual(batched[i], alone[i]) {
+				if !slices.Equal(batched[i], alone[i]) {
 					t.Errorf("prompt %d %q:\n batched %v\n alone   %v", i, eightPrompts[i], batched[i], alone[i])
 				}
 			}
 		})
 	}
-}
-
-func slicesEqual(a, b []int32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestLoRAChangesLogits(t *testing.T) {

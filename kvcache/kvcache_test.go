@@ -2,6 +2,7 @@ package kvcache
 
 import (
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -119,7 +120,7 @@ func TestSharedPrefixIsReused(t *testing.T) {
 	if used := c.Stats().CellsUsed; used != 400+30+25 {
 		t.Fatalf("cells used %d, want %d (prefix stored once)", used, 400+30+25)
 	}
-	if got := f.tokensOf(t, lb.Slot); !equal(got, b) {
+	if got := f.tokensOf(t, lb.Slot); !slices.Equal(got, b) {
 		t.Fatalf("slot holds %v..., want b", got[:5])
 	}
 	// The same prompt again reuses all but its last token.
@@ -255,7 +256,7 @@ func TestRandomOperations(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := f.tokensOf(t, l.Slot); !equal(got, p[:l.Reused]) {
+			if got := f.tokensOf(t, l.Slot); !slices.Equal(got, p[:l.Reused]) {
 				t.Fatalf("step %d: reused cells %v do not match prompt %v", step, got, p[:l.Reused])
 			}
 			run(f, l, p)
@@ -280,18 +281,6 @@ func TestRandomOperations(t *testing.T) {
 		}
 		check(t, c, f)
 	}
-}
-
-func equal(a, b []int32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestCachedCellsAreBounded(t *testing.T) {

@@ -158,9 +158,7 @@ func interferenceOnce(b *testing.B, m *engine.Model, o Options) []time.Duration 
 		}
 		long = append(long, st)
 	}
-	var mu sync.Mutex
-	var ttfts []time.Duration
-	var wg sync.WaitGroup
+	var ttft ttftCollector
 	for i := range 8 {
 		time.Sleep(150 * time.Millisecond) // arrivals spread over the long prefill
 		sent := time.Now()
@@ -168,25 +166,9 @@ func interferenceOnce(b *testing.B, m *engine.Model, o Options) []time.Duration 
 		if err != nil {
 			b.Fatal(err)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			first := true
-			for {
-				ev, err := st.Recv(context.Background())
-				if err == io.EOF {
-					return
-				}
-				if first && len(ev.Tokens) > 0 {
-					first = false
-					mu.Lock()
-					ttfts = append(ttfts, time.Since(sent))
-					mu.Unlock()
-				}
-			}
-		}()
+		ttft.watch(st, sent)
 	}
-	wg.Wait()
+	ttfts := ttft.wait()
 	for _, st := range long {
 		for {
 			if _, err := st.Recv(context.Background()); err == io.EOF {
@@ -222,9 +204,7 @@ func prefixOnce(b *testing.B, m *engine.Model, cache bool) []time.Duration {
 	go s.Run(ctx)
 	defer func() { cancel(); s.Close() }()
 	system := syntheticPrompt(512, 7)
-	var mu sync.Mutex
-	var ttfts []time.Duration
-	var wg sync.WaitGroup
+	var ttft ttftCollector
 	start := time.Now()
 	for i := range 64 {
 		p := append(append([]int32{}, system...), syntheticPrompt(16, 1000+i)[1:]...)
@@ -232,26 +212,41 @@ func prefixOnce(b *testing.B, m *engine.Model, cache bool) []time.Duration {
 		if err != nil {
 			b.Fatal(err)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			first := true
-			for {
-				ev, err := st.Recv(context.Background())
-				if err == io.EOF {
-					return
-				}
-				if first && len(ev.Tokens) > 0 {
-					first = false
-					mu.Lock()
-					ttfts = append(ttfts, time.Since(start))
-					mu.Unlock()
-				}
-			}
-		}()
+		ttft.watch(st, start)
 	}
-	wg.Wait()
-	return ttfts
+	return ttft.wait()
+}
+
+// ttftCollector drains streams and records each one's time to first token.
+type ttftCollector struct {
+	mu    sync.Mutex // guards ttfts
+	ttfts []time.Duration
+	wg    sync.WaitGroup
+}
+
+func (c *ttftCollector) watch(st *Stream, since time.Time) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		first := true
+		for {
+			ev, err := st.Recv(context.Background())
+			if err == io.EOF {
+				return
+			}
+			if first && len(ev.Tokens) > 0 {
+				first = false
+				c.mu.Lock()
+				c.ttfts = append(c.ttfts, time.Since(since))
+				c.mu.Unlock()
+			}
+		}
+	}()
+}
+
+func (c *ttftCollector) wait() []time.Duration {
+	c.wg.Wait()
+	return c.ttfts
 }
 
 func percentile(ds []time.Duration, p float64) time.Duration {

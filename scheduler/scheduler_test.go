@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -154,25 +155,13 @@ func TestConcurrentRequestsCompleteAndMatchAlone(t *testing.T) {
 		if r.usage == nil || r.usage.CompletionTokens != want || r.usage.PromptTokens != len(tokenize(t, m, ps[i])) {
 			t.Fatalf("request %d: usage %+v", i, r.usage)
 		}
-		if !equalTokens(r.tokens[0], ref[i][:want]) {
+		if !slices.Equal(r.tokens[0], ref[i][:want]) {
 			t.Errorf("request %d: batched %v\nalone %v", i, r.tokens[0], ref[i][:want])
 		}
 	}
 	if st := s.Stats(); st.KV.SlotsActive != 0 {
 		t.Fatalf("slots still active after all requests: %+v", st.KV)
 	}
-}
-
-func equalTokens(a, b []int32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestCancelFreesSlotWithinAStep(t *testing.T) {
@@ -296,7 +285,7 @@ func TestPreemptionLosesNothing(t *testing.T) {
 	}
 	wg.Wait()
 	for i, r := range results {
-		if !equalTokens(r.tokens[0], ref[i]) {
+		if !slices.Equal(r.tokens[0], ref[i]) {
 			t.Errorf("request %d after preemption:\n got  %v\n want %v", i, r.tokens[0], ref[i])
 		}
 	}
@@ -415,7 +404,7 @@ func TestNChoicesShareThePrompt(t *testing.T) {
 			t.Fatalf("choice %d: %d tokens, %s", i, len(r.tokens[i]), r.finish[i])
 		}
 	}
-	if equalTokens(r.tokens[0], r.tokens[1]) && equalTokens(r.tokens[1], r.tokens[2]) {
+	if slices.Equal(r.tokens[0], r.tokens[1]) && slices.Equal(r.tokens[1], r.tokens[2]) {
 		t.Fatal("three sampled choices are identical: samplers are shared")
 	}
 	if r.usage.CompletionTokens != 36 || r.usage.PromptTokens != len(p) {
@@ -425,7 +414,7 @@ func TestNChoicesShareThePrompt(t *testing.T) {
 	st, _ = s.Submit(context.Background(), Request{Prompt: p, N: 3, MaxTokens: 12, IgnoreEOS: true, Sampling: engine.SamplingParams{Temperature: 1, Seed: 42}})
 	r2 := collect(t, st)
 	for i := range 3 {
-		if !equalTokens(r.tokens[i], r2.tokens[i]) {
+		if !slices.Equal(r.tokens[i], r2.tokens[i]) {
 			t.Fatalf("choice %d not reproducible with the same seed", i)
 		}
 	}
