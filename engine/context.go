@@ -32,7 +32,8 @@ type ContextOptions struct {
 	FlashAttention string
 	// KVType is the KV cache element type: "f16" (default), "q8_0", "q4_0".
 	KVType string
-	// Embeddings makes Decode also return sequence embeddings.
+	// Embeddings makes Decode produce mean-pooled sequence embeddings
+	// (Embedding(seq)); such a context is for embedding, not generation.
 	Embeddings bool
 	// PerSequenceKV gives every sequence its own KV stream instead of one
 	// shared buffer. Attention then scans only the sequence's own cells,
@@ -100,6 +101,9 @@ func (m *Model) NewContext(opts ContextOptions) (*Context, error) {
 	// duplicated, which the prefix cache relies on.
 	p.kv_unified = C.bool(!o.PerSequenceKV)
 	p.embeddings = C.bool(o.Embeddings)
+	if o.Embeddings {
+		p.pooling_type = C.LLAMA_POOLING_TYPE_MEAN
+	}
 	switch o.FlashAttention {
 	case "auto":
 		p.flash_attn_type = C.LLAMA_FLASH_ATTN_TYPE_AUTO

@@ -46,9 +46,6 @@ func (s *Server) handleMetrics(c *gin.Context) {
 	promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{}).ServeHTTP(c.Writer, c.Request)
 }
 
-func (s *Server) handleEmbeddings(c *gin.Context) {
-	s.fail(c, openai.InvalidCode("model", "model_not_supported", "the model %q is a generative model served without embeddings", s.opts.ModelName))
-}
 
 type tokenizeRequest struct {
 	Model      string `json:"model"`

@@ -63,6 +63,7 @@ type Server struct {
 	log         *slog.Logger
 	metrics     *metrics
 	router      *gin.Engine
+	embed       *embedder
 
 	// traceWrite, when set (benchmarks), is told each streamed event's
 	// request id and scheduler emission time right after it is flushed.
@@ -108,6 +109,7 @@ func New(sched *scheduler.Scheduler, opts Options) *Server {
 	for _, a := range opts.Aliases {
 		s.names[a] = true
 	}
+	s.embed = &embedder{model: m, cells: min(sched.Options().Cells, 2048)}
 	s.metrics = newMetrics(opts.Registry, sched, opts.ModelName)
 	s.router = s.routes()
 	return s
@@ -165,8 +167,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if e := <-errc; !errors.Is(e, http.ErrServerClosed) && err == nil {
 		err = e
 	}
+	s.Close()
 	return err
 }
+
+// Close frees what the server holds beside the scheduler (the embedding
+// context). Serve calls it on its way out.
+func (s *Server) Close() { s.embed.close() }
 
 // Draining reports whether a shutdown has started.
 func (s *Server) Draining() bool { return s.draining.Load() }

@@ -51,6 +51,7 @@ func startServer(t testing.TB, path string, opts Options, so scheduler.Options) 
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(func() {
 		hs.Close()
+		srv.Close()
 		cancel()
 		sched.Close()
 		m.Close()
@@ -352,7 +353,9 @@ func TestBadRequests(t *testing.T) {
 		{"completions prompt too long", comp, `{"model":"` + m + `","prompt":"` + long + `"}`, 400, "prompt"},
 		{"completions unknown model", comp, `{"model":"gpt-4","prompt":"hi"}`, 404, "model"},
 		{"unknown route", ts.URL + "/v1/nothing", `{}`, 404, ""},
-		{"embeddings unsupported", ts.URL + "/v1/embeddings", `{"model":"` + m + `","input":"hi"}`, 400, "model"},
+		{"embeddings no input", ts.URL + "/v1/embeddings", `{"model":"` + m + `"}`, 400, "input"},
+		{"embeddings bad format", ts.URL + "/v1/embeddings", `{"model":"` + m + `","input":"hi","encoding_format":"hex"}`, 400, "encoding_format"},
+		{"embeddings bad dimensions", ts.URL + "/v1/embeddings", `{"model":"` + m + `","input":"hi","dimensions":100000}`, 400, "dimensions"},
 		{"detokenize bad id", ts.URL + "/detokenize", `{"tokens":[99999]}`, 400, "tokens"},
 	}
 	if len(cases) < 40 {
@@ -524,4 +527,45 @@ func TestMiscEndpoints(t *testing.T) {
 		t.Fatal("CORS allowed an unlisted origin")
 	}
 	_ = fmt.Sprint()
+}
+
+func TestEmbeddings(t *testing.T) {
+	ts := tinyServer(t, Options{})
+	ctx := context.Background()
+	resp, err := ts.client.CreateEmbeddings(ctx, goopenai.EmbeddingRequestStrings{Model: goopenai.EmbeddingModel(ts.model), Input: []string{"the cat saw the dog", "a big red ball", "the cat saw the dog"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Data) != 3 || resp.Usage.PromptTokens == 0 {
+		t.Fatalf("embeddings response: %d items, usage %+v", len(resp.Data), resp.Usage)
+	}
+	dim := len(resp.Data[0].Embedding)
+	if dim != 64 { // the tiny preset's width
+		t.Fatalf("dimension %d, want 64", dim)
+	}
+	dot := func(a, b []float32) (d float64) {
+		for i := range a {
+			d += float64(a[i]) * float64(b[i])
+		}
+		return d
+	}
+	for i, d := range resp.Data {
+		if n := dot(d.Embedding, d.Embedding); n < 0.999 || n > 1.001 || d.Index != i {
+			t.Fatalf("item %d: index %d, squared norm %v", i, d.Index, n)
+		}
+	}
+	if s := dot(resp.Data[0].Embedding, resp.Data[2].Embedding); s < 0.9999 {
+		t.Fatalf("same input, cosine %v", s)
+	}
+	if s := dot(resp.Data[0].Embedding, resp.Data[1].Embedding); s > 0.9999 {
+		t.Fatalf("different inputs, cosine %v", s)
+	}
+	// base64 and truncated dimensions.
+	b64, err := ts.client.CreateEmbeddings(ctx, goopenai.EmbeddingRequest{Model: goopenai.EmbeddingModel(ts.model), Input: "the cat saw the dog", EncodingFormat: goopenai.EmbeddingEncodingFormatBase64, Dimensions: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(b64.Data[0].Embedding); got != 16 {
+		t.Fatalf("base64 with 16 dimensions decoded to %d values", got)
+	}
 }
