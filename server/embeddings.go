@@ -66,11 +66,11 @@ func (e *embedder) embed(tokens []int32) ([]float32, error) {
 }
 
 type embeddingRequest struct {
-	Model          string          `json:"model"`
-	Input          openai.Prompt   `json:"input"`
-	EncodingFormat string          `json:"encoding_format"`
-	Dimensions     *int            `json:"dimensions"`
-	User           string          `json:"user"`
+	Model          string        `json:"model"`
+	Input          openai.Prompt `json:"input"`
+	EncodingFormat string        `json:"encoding_format"`
+	Dimensions     *int          `json:"dimensions"`
+	User           string        `json:"user"`
 }
 
 type embeddingData struct {

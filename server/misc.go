@@ -46,7 +46,6 @@ func (s *Server) handleMetrics(c *gin.Context) {
 	promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{}).ServeHTTP(c.Writer, c.Request)
 }
 
-
 type tokenizeRequest struct {
 	Model      string `json:"model"`
 	Content    string `json:"content"` // llama.cpp's name
