@@ -36,17 +36,8 @@ func (s *Server) renderChat(msgs []openai.Message) (text string, templated bool)
 
 func (s *Server) handleChat(c *gin.Context) {
 	var req openai.ChatRequest
-	if e := decode(c, &req); e != nil {
-		s.fail(c, e)
-		return
-	}
-	mi := s.modelInfo()
-	if e := req.Validate(s.limits, mi); e != nil {
-		s.fail(c, e)
-		return
-	}
-	if e := s.resolveModel(c, req.Model); e != nil {
-		s.fail(c, e)
+	mi, ok := s.parseGeneration(c, &req, &req.Model)
+	if !ok {
 		return
 	}
 	text, templated := s.renderChat(req.Messages)

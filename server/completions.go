@@ -12,17 +12,8 @@ import (
 
 func (s *Server) handleCompletions(c *gin.Context) {
 	var req openai.CompletionRequest
-	if e := decode(c, &req); e != nil {
-		s.fail(c, e)
-		return
-	}
-	mi := s.modelInfo()
-	if e := req.Validate(s.limits, mi); e != nil {
-		s.fail(c, e)
-		return
-	}
-	if e := s.resolveModel(c, req.Model); e != nil {
-		s.fail(c, e)
+	mi, ok := s.parseGeneration(c, &req, &req.Model)
+	if !ok {
 		return
 	}
 	// One scheduler request per prompt.

@@ -175,6 +175,27 @@ func serverTiming(t scheduler.Timings) string {
 	return strings.Join([]string{"queue;dur=" + ms(t.Queued), "prefill;dur=" + ms(t.Prefill), "decode;dur=" + ms(t.Decode)}, ", ")
 }
 
+// parseGeneration decodes and validates a chat or completions request and
+// checks its model, answering the client itself on failure.
+func (s *Server) parseGeneration(c *gin.Context, req interface {
+	Validate(openai.Limits, openai.ModelInfo) *openai.Error
+}, model *string) (openai.ModelInfo, bool) {
+	mi := s.modelInfo()
+	if e := decode(c, req); e != nil {
+		s.fail(c, e)
+		return mi, false
+	}
+	if e := req.Validate(s.limits, mi); e != nil {
+		s.fail(c, e)
+		return mi, false
+	}
+	if e := s.resolveModel(c, *model); e != nil {
+		s.fail(c, e)
+		return mi, false
+	}
+	return mi, true
+}
+
 // resolveModel checks the requested model (the multiplex header wins over
 // the body's field) against what this server serves.
 func (s *Server) resolveModel(c *gin.Context, model string) *openai.Error {
