@@ -150,7 +150,7 @@ func TestVocab(t *testing.T) {
 		if want := map[bool]int{true: 256, false: 0}[withBytes]; bytesTok != want {
 			t.Fatalf("byte tokens = %d, want %d", bytesTok, want)
 		}
-		if v.tokens[BOSID] != "<s>" || v.tokens[EOSID] != "</s>" || v.tokens[UnkID] != "<unk>" {
+		if v.tokens[BOSID] != "<s>" || v.tokens[EOSID] != "<|endoftext|>" || v.tokens[UnkID] != "<unk>" {
 			t.Fatalf("special ids wrong: %v", v.tokens[:3])
 		}
 	}

@@ -19,7 +19,7 @@ import (
 
 // SynthVersion changes whenever the synthesizer would write different bytes
 // for the same config; caches of synthesized files key on it.
-const SynthVersion = 2
+const SynthVersion = 3
 
 // SynthConfig describes a llama-architecture model to synthesize. Its zero
 // fields take the values of the "tiny" preset.
@@ -263,7 +263,6 @@ func Synthesize(path string, cfg SynthConfig, progress Progress) error {
 		"tokenizer.ggml.bos_token_id":            uint32(BOSID),
 		"tokenizer.ggml.eos_token_id":            uint32(EOSID),
 		"tokenizer.ggml.unknown_token_id":        uint32(UnkID),
-		"tokenizer.ggml.eot_token_id":            uint32(EOSID),
 		"tokenizer.ggml.add_bos_token":           true,
 		"tokenizer.ggml.add_eos_token":           false,
 		"tokenizer.chat_template":                chatML,

@@ -57,7 +57,9 @@ func buildVocab(size int, byteTokens bool, seed uint64) (*vocab, error) {
 	}
 	add("<unk>", tokUnknown)
 	add("<s>", tokControl)
-	add("</s>", tokControl)
+	// EOS is spelled as llama.cpp's end-of-generation list knows it, so it
+	// is an end-of-generation token beside <|im_end|>.
+	add("<|endoftext|>", tokControl)
 	if byteTokens {
 		for b := range 256 {
 			add(fmt.Sprintf("<0x%02X>", b), tokByte)
