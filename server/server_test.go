@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -433,25 +434,36 @@ func TestAuthAndOverload(t *testing.T) {
 func TestClientDisconnectCancels(t *testing.T) {
 	ts := tinyServer(t, Options{})
 	ctx, cancel := context.WithCancel(context.Background())
-	stream, err := ts.client.CreateCompletionStream(ctx, goopenai.CompletionRequest{Model: ts.model, Prompt: "the cat", MaxTokens: 1500, Stream: true})
+	defer cancel()
+	// ignore_eos and a long max_tokens: the stream cannot end on its own
+	// before the client hangs up.
+	body := `{"model":"` + ts.model + `","prompt":"the cat","max_tokens":2000,"ignore_eos":true,"stream":true}`
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, ts.URL+"/v1/completions", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := stream.Recv(); err != nil {
+	if _, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil {
 		t.Fatal(err)
 	}
 	cancel()
-	stream.Close()
+	resp.Body.Close()
 	deadline := time.Now().Add(30 * time.Second) // liveness bound, not a speed target
 	for ts.sched.Stats().Cancelled == 0 {
 		if time.Now().After(deadline) {
-			t.Fatal("the scheduler never saw the client leave")
+			t.Fatalf("the scheduler never saw the client leave: %+v", ts.sched.Stats())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	st := ts.sched.Stats()
-	if st.KV.SlotsActive != 0 {
-		t.Fatalf("slot still active after disconnect: %+v", st.KV)
+	for ts.sched.Stats().KV.SlotsActive != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("slot still active after disconnect: %+v", ts.sched.Stats().KV)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if g := ts.sched.Stats().GeneratedTokens; g >= 1999 {
+		t.Fatalf("the request ran to completion (%d tokens) instead of being cancelled", g)
 	}
 	// Still serving.
 	if _, err := ts.client.CreateCompletion(context.Background(), goopenai.CompletionRequest{Model: ts.model, Prompt: "hi", MaxTokens: 2}); err != nil {
