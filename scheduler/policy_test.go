@@ -158,3 +158,30 @@ func TestStopMatcher(t *testing.T) {
 		}
 	}
 }
+
+func TestFollowsLeader(t *testing.T) {
+	prefix := make([]int32, 100)
+	for i := range prefix {
+		prefix[i] = int32(i + 10)
+	}
+	mk := func(computed int, tail ...int32) *seq {
+		return &seq{tokens: append(append([]int32{}, prefix...), tail...), computed: computed}
+	}
+	w := mk(0, 1, 2)
+	cases := []struct {
+		name   string
+		leader *seq
+		want   bool
+	}{
+		{"waiting leader with the same prefix", mk(0, 3), true},
+		{"leader still computing the prefix", mk(60, 3), true},
+		{"leader has computed the prefix", mk(100, 3), false},
+		{"short common prefix", &seq{tokens: append(append([]int32{}, prefix[:20]...), 999)}, false},
+		{"unrelated prompt", &seq{tokens: []int32{7, 7, 7}}, false},
+	}
+	for _, c := range cases {
+		if got := followsLeader(w, []*seq{c.leader}); got != c.want {
+			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
+		}
+	}
+}

@@ -488,8 +488,12 @@ const minSharedPrefix = 32
 // w copies it from the prefix cache instead.
 func followsLeader(w *seq, leaders []*seq) bool {
 	for _, q := range leaders {
+		// Only whether the common prefix reaches past both minSharedPrefix
+		// and what q has computed matters, so the comparison stops there:
+		// against waiting leaders it reads at most minSharedPrefix tokens.
+		limit := min(len(w.tokens), len(q.tokens), max(minSharedPrefix, q.computed+1))
 		n := 0
-		for n < len(w.tokens) && n < len(q.tokens) && w.tokens[n] == q.tokens[n] {
+		for n < limit && w.tokens[n] == q.tokens[n] {
 			n++
 		}
 		if n >= minSharedPrefix && q.computed < min(n, len(w.tokens)-1) {
