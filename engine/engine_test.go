@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -410,4 +411,43 @@ func rssKB(t testing.TB) int64 {
 	}
 	t.Fatal("no VmRSS")
 	return 0
+}
+
+// TestNothingAllowedIsAnError: when logit bias leaves no token, llama.cpp's
+// selectors would abort the process; Sample must return ErrNoAllowedToken
+// instead, for greedy and for seeded sampling.
+func TestNothingAllowedIsAnError(t *testing.T) {
+	m := loadTiny(t)
+	ctx, err := m.NewContext(ContextOptions{Cells: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.Close()
+	b, _ := NewBatch(8, 1)
+	defer b.Close()
+	b.Add(m.BOS(), 0, true, 0)
+	if err := ctx.Decode(b); err != nil {
+		t.Fatal(err)
+	}
+	ban := map[int32]float32{}
+	for i := range m.VocabSize() {
+		ban[int32(i)] = float32(math.Inf(-1))
+	}
+	for _, temp := range []float32{0, 1} {
+		s, err := NewSampler(m, SamplingParams{Temperature: temp, Seed: 1, LogitBias: ban})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Sample(ctx, 0); !errors.Is(err, ErrNoAllowedToken) {
+			t.Errorf("temperature %v: got %v, want ErrNoAllowedToken", temp, err)
+		}
+		s.Close()
+	}
+	// One allowed token is always chosen.
+	delete(ban, 42)
+	s, _ := NewSampler(m, SamplingParams{Temperature: 1, Seed: 1, LogitBias: ban})
+	defer s.Close()
+	if tok, err := s.Sample(ctx, 0); err != nil || tok != 42 {
+		t.Fatalf("got %d, %v; want 42", tok, err)
+	}
 }

@@ -22,11 +22,24 @@ static void set_err(char * err, int err_len, const char * msg) {
     }
 }
 
-extern "C" struct llama_sampler * llmux_sampler_new(const struct llama_model * model, const struct llmux_sampler_params * p, char * err, int err_len) {
+struct llmux_sampler {
+    struct llama_sampler * filters;
+    struct llama_sampler * select;
+};
+
+extern "C" void llmux_sampler_free(struct llmux_sampler * s) {
+    if (!s) return;
+    if (s->filters) llama_sampler_free(s->filters);
+    if (s->select) llama_sampler_free(s->select);
+    delete s;
+}
+
+extern "C" struct llmux_sampler * llmux_sampler_new(const struct llama_model * model, const struct llmux_sampler_params * p, char * err, int err_len) {
     const struct llama_vocab * vocab = llama_model_get_vocab(model);
     struct llama_sampler_chain_params cp = llama_sampler_chain_default_params();
     cp.no_perf = true;
-    struct llama_sampler * chain = llama_sampler_chain_init(cp);
+    llmux_sampler * s = new llmux_sampler{llama_sampler_chain_init(cp), nullptr};
+    struct llama_sampler * chain = s->filters;
     try {
         if (p->n_logit_bias > 0) {
             llama_sampler_chain_add(chain, llama_sampler_init_logit_bias(llama_vocab_n_tokens(vocab), p->n_logit_bias, p->logit_bias));
@@ -38,29 +51,29 @@ extern "C" struct llama_sampler * llmux_sampler_new(const struct llama_model * m
             struct llama_sampler * g = llama_sampler_init_grammar(vocab, p->grammar, "root");
             if (!g) {
                 set_err(err, err_len, "grammar could not be parsed");
-                llama_sampler_free(chain);
+                llmux_sampler_free(s);
                 return nullptr;
             }
             llama_sampler_chain_add(chain, g);
         }
         if (p->temperature <= 0.0f) {
-            llama_sampler_chain_add(chain, llama_sampler_init_greedy());
+            s->select = llama_sampler_init_greedy();
         } else {
             if (p->top_k > 0) llama_sampler_chain_add(chain, llama_sampler_init_top_k(p->top_k));
             if (p->top_p > 0.0f && p->top_p < 1.0f) llama_sampler_chain_add(chain, llama_sampler_init_top_p(p->top_p, 1));
             if (p->min_p > 0.0f) llama_sampler_chain_add(chain, llama_sampler_init_min_p(p->min_p, 1));
             llama_sampler_chain_add(chain, llama_sampler_init_temp(p->temperature));
-            llama_sampler_chain_add(chain, llama_sampler_init_dist(p->seed));
+            s->select = llama_sampler_init_dist(p->seed);
         }
     } catch (const std::exception & e) {
         set_err(err, err_len, e.what());
-        llama_sampler_free(chain);
+        llmux_sampler_free(s);
         return nullptr;
     }
-    return chain;
+    return s;
 }
 
-extern "C" int llmux_sample(struct llama_sampler * chain, struct llama_context * ctx, int32_t idx, llama_token_data * buf, int32_t n_vocab, llama_token * out, char * err, int err_len) {
+extern "C" int llmux_sample(struct llmux_sampler * s, struct llama_context * ctx, int32_t idx, llama_token_data * buf, int32_t n_vocab, llama_token * out, char * err, int err_len) {
     try {
         const float * logits = llama_get_logits_ith(ctx, idx);
         if (!logits) {
@@ -73,7 +86,18 @@ extern "C" int llmux_sample(struct llama_sampler * chain, struct llama_context *
             buf[i].p = 0.0f;
         }
         llama_token_data_array cur = { buf, (size_t) n_vocab, -1, false };
-        llama_sampler_apply(chain, &cur);
+        llama_sampler_apply(s->filters, &cur);
+        bool any = false;
+        for (size_t i = 0; i < cur.size; i++) {
+            if (!(std::isinf(cur.data[i].logit) && cur.data[i].logit < 0) && !std::isnan(cur.data[i].logit)) {
+                any = true;
+                break;
+            }
+        }
+        if (!any) {
+            return 1;
+        }
+        llama_sampler_apply(s->select, &cur);
         if (cur.selected < 0 || cur.selected >= (int64_t) cur.size) {
             set_err(err, err_len, "sampler selected no token");
             return 2;
@@ -83,7 +107,8 @@ extern "C" int llmux_sample(struct llama_sampler * chain, struct llama_context *
             return 1;
         }
         *out = tok.id;
-        llama_sampler_accept(chain, tok.id);
+        llama_sampler_accept(s->filters, tok.id);
+        llama_sampler_accept(s->select, tok.id);
         return 0;
     } catch (const std::exception & e) {
         set_err(err, err_len, e.what());
@@ -91,9 +116,10 @@ extern "C" int llmux_sample(struct llama_sampler * chain, struct llama_context *
     }
 }
 
-extern "C" int llmux_accept(struct llama_sampler * chain, llama_token tok, char * err, int err_len) {
+extern "C" int llmux_accept(struct llmux_sampler * s, llama_token tok, char * err, int err_len) {
     try {
-        llama_sampler_accept(chain, tok);
+        llama_sampler_accept(s->filters, tok);
+        llama_sampler_accept(s->select, tok);
         return 0;
     } catch (const std::exception & e) {
         set_err(err, err_len, e.what());

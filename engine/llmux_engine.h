@@ -28,17 +28,23 @@ struct llmux_sampler_params {
     int32_t n_logit_bias;
     const char * grammar; // GBNF, or NULL
 };
-struct llama_sampler * llmux_sampler_new(const struct llama_model * model, const struct llmux_sampler_params * p, char * err, int err_len);
+// A sampler is a chain of filters (bias, penalties, grammar, top-k/p, min-p,
+// temperature) and a final selector (greedy or seeded dist), kept apart so
+// that an empty candidate set is caught before the selector, which aborts
+// the process on one.
+struct llmux_sampler;
+struct llmux_sampler * llmux_sampler_new(const struct llama_model * model, const struct llmux_sampler_params * p, char * err, int err_len);
+void llmux_sampler_free(struct llmux_sampler * s);
 
 // llmux_sample applies the chain to the logits of output row idx, picks a
 // token, and accepts it into the chain's state. It returns 0 on success,
 // 1 when the chain left no allowed token, 2 on an internal error (message in
 // err). buf must hold n_vocab entries.
-int llmux_sample(struct llama_sampler * chain, struct llama_context * ctx, int32_t idx, llama_token_data * buf, int32_t n_vocab, llama_token * out, char * err, int err_len);
+int llmux_sample(struct llmux_sampler * s, struct llama_context * ctx, int32_t idx, llama_token_data * buf, int32_t n_vocab, llama_token * out, char * err, int err_len);
 
 // llmux_accept feeds a token into a chain without sampling it (for example
 // tokens that were forced). Returns 0, or 2 with a message in err.
-int llmux_accept(struct llama_sampler * chain, llama_token tok, char * err, int err_len);
+int llmux_accept(struct llmux_sampler * s, llama_token tok, char * err, int err_len);
 
 #ifdef __cplusplus
 }

@@ -42,7 +42,7 @@ var ErrNoAllowedToken = errors.New("no token is allowed by the grammar and logit
 // Sampler is one sequence's sampler chain, with its own RNG, penalty window
 // and grammar state. Not safe for concurrent use.
 type Sampler struct {
-	c      *C.struct_llama_sampler
+	c      *C.struct_llmux_sampler
 	buf    []C.llama_token_data
 	errBuf [256]C.char
 }
@@ -124,7 +124,7 @@ func (s *Sampler) Accept(tok int32) error {
 // Close frees the sampler.
 func (s *Sampler) Close() {
 	if s.c != nil {
-		C.llama_sampler_free(s.c)
+		C.llmux_sampler_free(s.c)
 		s.c = nil
 	}
 }

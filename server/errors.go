@@ -13,6 +13,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/llmux/llmux/engine"
 	"github.com/llmux/llmux/openai"
 	"github.com/llmux/llmux/scheduler"
 )
@@ -35,6 +36,8 @@ func errorFor(err error) *openai.Error {
 		return openai.Invalid(ie.Param, "%s", ie.Message)
 	case errors.As(err, &oe):
 		return openai.Overloaded(oe.Error(), oe.RetryAfter)
+	case errors.Is(err, engine.ErrNoAllowedToken):
+		return openai.Invalid("logit_bias", "the request's logit_bias and response_format leave no token the model may emit")
 	case errors.Is(err, scheduler.ErrClosed):
 		return openai.Unavailable("the model is shutting down")
 	case errors.Is(err, context.DeadlineExceeded):

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -376,6 +377,16 @@ func TestBadRequests(t *testing.T) {
 				t.Fatalf("param %q, want %q (%s)", got, c.param, e.Message)
 			}
 		})
+	}
+	// A logit_bias that bans every token: nothing may be emitted, which is
+	// the request's fault (400), not a crash or a 500.
+	ban := map[string]float64{}
+	for i := 0; i < ts.srv.model.VocabSize(); i++ {
+		ban[strconv.Itoa(i)] = -100
+	}
+	banBody, _ := json.Marshal(map[string]any{"model": m, "prompt": "hi", "max_tokens": 3, "logit_bias": ban})
+	if status, _, e := post(t, comp, "application/json", banBody, nil); status != 400 || e == nil || e.Param == nil || *e.Param != "logit_bias" {
+		t.Fatalf("logit_bias banning everything: status %d, %+v", status, e)
 	}
 	// Invalid UTF-8 in the body.
 	if status, _, _ := post(t, chat, "application/json", []byte("{\"model\":\""+m+"\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}"), nil); status != 400 {
