@@ -470,8 +470,7 @@ func (s *Scheduler) fail(r *request, reason FinishReason, err error) {
 	if !r.forked && r.N > 1 {
 		// Choices that never forked end too.
 		for i := len(r.seqs); i < r.N; i++ {
-			r.stream.push(Event{Index: i, Finish: reason, Err: err})
-			r.finished++
+			s.endChoice(r, i, reason, err)
 		}
 		r.forked = true
 	}
@@ -673,7 +672,7 @@ func (s *Scheduler) sample(q *seq) {
 		for i := 1; i < r.N; i++ {
 			lease, err := q.lease.Fork(q.computed)
 			if err != nil {
-				s.finishIndex(r, i, fmt.Errorf("no slot for choice %d: %w", i, err))
+				s.endChoice(r, i, FinishError, fmt.Errorf("no slot for choice %d: %w", i, err))
 				continue
 			}
 			f := s.newSeq(r, i, append([]int32(nil), q.tokens...))
@@ -774,8 +773,9 @@ func (s *Scheduler) finish(q *seq, reason FinishReason, err error, keep bool) {
 	}
 }
 
-func (s *Scheduler) finishIndex(r *request, index int, err error) {
-	r.stream.push(Event{Index: index, Finish: FinishError, Err: err})
+// endChoice ends a choice that never got a sequence of its own.
+func (s *Scheduler) endChoice(r *request, index int, reason FinishReason, err error) {
+	r.stream.push(Event{Index: index, Finish: reason, Err: err})
 	r.finished++
 }
 
