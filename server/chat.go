@@ -74,46 +74,32 @@ func (s *Server) handleChat(c *gin.Context) {
 		return
 	}
 	n := sreq.N
-	texts := make([]strings.Builder, n)
-	finish := make([]*string, n)
 	var lps []*openai.ChatLogprobs
+	var each func(choiceEvent)
 	if req.Logprobs {
 		lps = make([]*openai.ChatLogprobs, n)
 		for i := range lps {
 			lps[i] = &openai.ChatLogprobs{Content: []openai.TokenLogprob{}}
 		}
-	}
-	var choiceErr error
-	g, err := s.generate(c.Request.Context(), []scheduler.Request{sreq}, func(ev choiceEvent) error {
-		texts[ev.Index].WriteString(ev.Text)
-		if lps != nil {
+		each = func(ev choiceEvent) {
 			lps[ev.Index].Content = append(lps[ev.Index].Content, s.chatLogprobs(ev.Tokens)...)
 		}
-		if ev.Finish != "" {
-			finish[ev.Index] = finishString(ev.Finish)
-		}
-		if ev.Err != nil && choiceErr == nil {
-			choiceErr = ev.Err
-		}
-		return nil
-	})
-	if err == nil {
-		err = choiceErr
 	}
+	out, err := s.collect(c.Request.Context(), []scheduler.Request{sreq}, n, nil, each)
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
-	resp := openai.ChatCompletion{ID: id, Object: "chat.completion", Created: created, Model: req.Model, SystemFingerprint: s.fingerprint, Usage: &g.usage}
+	resp := openai.ChatCompletion{ID: id, Object: "chat.completion", Created: created, Model: req.Model, SystemFingerprint: s.fingerprint, Usage: &out.gen.usage}
 	for i := range n {
-		content := texts[i].String()
-		ch := openai.ChatChoice{Index: i, Message: openai.AssistantMsg{Role: "assistant", Content: &content}, FinishReason: finish[i]}
+		content := out.texts[i].String()
+		ch := openai.ChatChoice{Index: i, Message: openai.AssistantMsg{Role: "assistant", Content: &content}, FinishReason: out.finish[i]}
 		if lps != nil {
 			ch.Logprobs = lps[i]
 		}
 		resp.Choices = append(resp.Choices, ch)
 	}
-	c.Header("Server-Timing", serverTiming(g.timings))
+	c.Header("Server-Timing", serverTiming(out.gen.timings))
 	c.JSON(200, resp)
 }
 

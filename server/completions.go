@@ -1,7 +1,6 @@
 package server
 
 import (
-	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -101,50 +100,40 @@ func (s *Server) handleCompletions(c *gin.Context) {
 		}, req.StreamOptions)
 		return
 	}
-	texts := make([]strings.Builder, total)
-	finish := make([]*string, total)
 	lps := make([]*openai.CompletionLogprobs, total)
 	offsets := make([]int, total)
-	for i := range texts {
-		texts[i].WriteString(echoFor(i))
-		offsets[i] = texts[i].Len()
+	for i := range offsets {
+		offsets[i] = len(echoFor(i))
 	}
-	var choiceErr error
-	g, err := s.generate(c.Request.Context(), reqs, func(ev choiceEvent) error {
-		texts[ev.Index].WriteString(ev.Text)
-		if top >= 0 && len(ev.Tokens) > 0 {
+	var each func(choiceEvent)
+	if top >= 0 {
+		each = func(ev choiceEvent) {
+			if len(ev.Tokens) == 0 {
+				return
+			}
 			lp := s.completionLogprobs(ev.Tokens, &offsets[ev.Index])
 			if lps[ev.Index] == nil {
 				lps[ev.Index] = lp
-			} else {
-				x := lps[ev.Index]
-				x.Tokens = append(x.Tokens, lp.Tokens...)
-				x.TokenLogprobs = append(x.TokenLogprobs, lp.TokenLogprobs...)
-				x.TopLogprobs = append(x.TopLogprobs, lp.TopLogprobs...)
-				x.TextOffset = append(x.TextOffset, lp.TextOffset...)
+				return
 			}
+			x := lps[ev.Index]
+			x.Tokens = append(x.Tokens, lp.Tokens...)
+			x.TokenLogprobs = append(x.TokenLogprobs, lp.TokenLogprobs...)
+			x.TopLogprobs = append(x.TopLogprobs, lp.TopLogprobs...)
+			x.TextOffset = append(x.TextOffset, lp.TextOffset...)
 		}
-		if ev.Finish != "" {
-			finish[ev.Index] = finishString(ev.Finish)
-		}
-		if ev.Err != nil && choiceErr == nil {
-			choiceErr = ev.Err
-		}
-		return nil
-	})
-	if err == nil {
-		err = choiceErr
 	}
+	res, err := s.collect(c.Request.Context(), reqs, total, echoFor, each)
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
 	out := resp(nil)
-	out.Usage = &g.usage
+	out.Usage = &res.gen.usage
 	for i := range total {
-		out.Choices = append(out.Choices, openai.CompletionChoice{Index: i, Text: texts[i].String(), FinishReason: finish[i], Logprobs: lps[i]})
+		out.Choices = append(out.Choices, openai.CompletionChoice{Index: i, Text: res.texts[i].String(), FinishReason: res.finish[i], Logprobs: lps[i]})
 	}
-	c.Header("Server-Timing", serverTiming(g.timings))
+	c.Header("Server-Timing", serverTiming(res.gen.timings))
 	c.JSON(200, out)
 }
 

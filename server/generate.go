@@ -146,6 +146,45 @@ func (s *Server) fanIn(ctx context.Context, streams []*scheduler.Stream, reqs []
 	return firstErr
 }
 
+// collected is the whole output of a non-streamed request.
+type collected struct {
+	texts  []strings.Builder
+	finish []*string
+	gen    generation
+}
+
+// collect runs a non-streamed request: it gathers each choice's text and
+// finish reason (texts start with prefix(i), for echo), hands every event to
+// each (for log-probabilities), and turns the first choice error into the
+// request's error.
+func (s *Server) collect(ctx context.Context, reqs []scheduler.Request, choices int, prefix func(int) string, each func(choiceEvent)) (*collected, error) {
+	out := &collected{texts: make([]strings.Builder, choices), finish: make([]*string, choices)}
+	if prefix != nil {
+		for i := range out.texts {
+			out.texts[i].WriteString(prefix(i))
+		}
+	}
+	var choiceErr error
+	g, err := s.generate(ctx, reqs, func(ev choiceEvent) error {
+		out.texts[ev.Index].WriteString(ev.Text)
+		if each != nil {
+			each(ev)
+		}
+		if ev.Finish != "" {
+			out.finish[ev.Index] = finishString(ev.Finish)
+		}
+		if ev.Err != nil && choiceErr == nil {
+			choiceErr = ev.Err
+		}
+		return nil
+	})
+	out.gen = g
+	if err == nil {
+		err = choiceErr
+	}
+	return out, err
+}
+
 // seedFor returns the request's seed, or a random one.
 func seedFor(seed *int64) uint32 {
 	if seed != nil {
