@@ -57,23 +57,18 @@ type ChatRequest struct {
 	TopLogprobs         *int            `json:"top_logprobs"`
 	Tools               []Tool          `json:"tools"`
 	ToolChoice          json.RawMessage `json:"tool_choice"`
+	ParallelToolCalls   *bool           `json:"parallel_tool_calls"`
 	Sampling
-}
-
-// Tool is a function the model may call.
-type Tool struct {
-	Type     string          `json:"type"`
-	Function json.RawMessage `json:"function"`
 }
 
 // Message is one chat message. Content is a string or an array of parts;
 // only text parts are supported.
 type Message struct {
-	Role       string          `json:"role"`
-	Content    Content         `json:"content"`
-	Name       string          `json:"name,omitempty"`
-	ToolCalls  json.RawMessage `json:"tool_calls,omitempty"`
-	ToolCallID string          `json:"tool_call_id,omitempty"`
+	Role       string     `json:"role"`
+	Content    Content    `json:"content"`
+	Name       string     `json:"name,omitempty"`
+	ToolCalls  []ToolCall `json:"tool_calls,omitempty"`
+	ToolCallID string     `json:"tool_call_id,omitempty"`
 }
 
 // Content is a message's text, from a string or from text parts.
@@ -233,10 +228,12 @@ type ChatChoice struct {
 	FinishReason *string       `json:"finish_reason"`
 }
 
-// AssistantMsg is the generated message.
+// AssistantMsg is the generated message: content, or (content null) tool
+// calls.
 type AssistantMsg struct {
-	Role    string  `json:"role"`
-	Content *string `json:"content"`
+	Role      string     `json:"role"`
+	Content   *string    `json:"content"`
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
 }
 
 // ChatChunk is one streamed chat event.
@@ -260,8 +257,9 @@ type ChatChunkChoice struct {
 
 // ChatDelta is new content of a streamed choice.
 type ChatDelta struct {
-	Role    string  `json:"role,omitempty"`
-	Content *string `json:"content,omitempty"`
+	Role      string     `json:"role,omitempty"`
+	Content   *string    `json:"content,omitempty"`
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
 }
 
 // ChatLogprobs are chat log-probabilities.

@@ -20,12 +20,13 @@ type Limits struct {
 	MaxMessages    int // chat messages
 	MaxPrompts     int // prompts in one completions request
 	MaxTopLogprobs int
-	MaxSchemaBytes int // response_format json_schema
+	MaxSchemaBytes int // response_format json_schema; all tools' parameters together
+	MaxTools       int
 }
 
 // DefaultLimits are the server's defaults.
 func DefaultLimits() Limits {
-	return Limits{MaxN: 8, MaxTokens: 32768, MaxStop: 16, MaxStopLength: 256, MaxLogitBias: 1024, MaxMessages: 1024, MaxPrompts: 64, MaxTopLogprobs: 20, MaxSchemaBytes: 64 << 10}
+	return Limits{MaxN: 8, MaxTokens: 32768, MaxStop: 16, MaxStopLength: 256, MaxLogitBias: 1024, MaxMessages: 1024, MaxPrompts: 64, MaxTopLogprobs: 20, MaxSchemaBytes: 64 << 10, MaxTools: 128}
 }
 
 // ModelInfo is what validation needs to know of the target model.
@@ -57,8 +58,8 @@ func (r *ChatRequest) Validate(l Limits, mi ModelInfo) *Error {
 			return Invalid(p+".content", "message content must not be null")
 		}
 	}
-	if len(r.Tools) > 0 {
-		return Invalid("tools", "this model's chat template does not support tools")
+	if e := r.validateTools(l); e != nil {
+		return e
 	}
 	if r.MaxCompletionTokens != nil {
 		if e := checkMaxTokens("max_completion_tokens", *r.MaxCompletionTokens, l); e != nil {
@@ -218,6 +219,27 @@ func (s *Sampling) grammar() (string, *Error) {
 		return g, nil
 	}
 	return "", nil
+}
+
+// Request converts a validated chat request to a scheduler request for its
+// tokenized prompt: max_completion_tokens wins over max_tokens, and active
+// tools constrain the answer to their JSON form. topLogprobs < 0 means no
+// log-probabilities.
+func (r *ChatRequest) Request(prompt []int32, topLogprobs int, seed uint32) (scheduler.Request, *Error) {
+	maxTokens := r.MaxTokens
+	if r.MaxCompletionTokens != nil {
+		maxTokens = r.MaxCompletionTokens
+	}
+	sreq, e := r.Sampling.Request(prompt, maxTokens, topLogprobs, seed)
+	if e != nil || !r.ToolsActive() {
+		return sreq, e
+	}
+	g, err := engine.SchemaToGrammar(r.toolSchema())
+	if err != nil {
+		return sreq, Invalid("tools", "the tools' parameter schemas could not be converted to a grammar: %v", err)
+	}
+	sreq.Sampling.Grammar = g
+	return sreq, nil
 }
 
 // Request converts the validated fields to a scheduler request for a

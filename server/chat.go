@@ -40,15 +40,11 @@ func (s *Server) handleChat(c *gin.Context) {
 	if !ok {
 		return
 	}
-	text, templated := s.renderChat(req.Messages)
+	text, templated := s.renderChat(req.TemplateMessages())
 	prompt, err := s.model.Tokenize(text, true, templated)
 	if err != nil {
 		s.fail(c, openai.Invalid("messages", "could not tokenize the messages: %v", err))
 		return
-	}
-	maxTokens := req.MaxTokens
-	if req.MaxCompletionTokens != nil {
-		maxTokens = req.MaxCompletionTokens
 	}
 	top := -1
 	if req.Logprobs {
@@ -57,7 +53,7 @@ func (s *Server) handleChat(c *gin.Context) {
 			top = *req.TopLogprobs
 		}
 	}
-	sreq, e := req.Sampling.Request(prompt, maxTokens, top, seedFor(req.Seed))
+	sreq, e := req.Request(prompt, top, seedFor(req.Seed))
 	if e != nil {
 		s.fail(c, e)
 		return
@@ -91,9 +87,17 @@ func (s *Server) handleChat(c *gin.Context) {
 		return
 	}
 	resp := openai.ChatCompletion{ID: id, Object: "chat.completion", Created: created, Model: req.Model, SystemFingerprint: s.fingerprint, Usage: &out.gen.usage}
+	tools := req.ToolsActive()
 	for i := range n {
 		content := out.texts[i].String()
 		ch := openai.ChatChoice{Index: i, Message: openai.AssistantMsg{Role: "assistant", Content: &content}, FinishReason: out.finish[i]}
+		if tools {
+			text, calls := openai.ParseToolOutput(content)
+			ch.Message.Content = &text
+			if len(calls) > 0 {
+				ch.Message.Content, ch.Message.ToolCalls, ch.FinishReason = nil, withCallIDs(calls, false), strp("tool_calls")
+			}
+		}
 		if lps != nil {
 			ch.Logprobs = lps[i]
 		}
@@ -120,6 +124,13 @@ func (s *Server) streamChat(c *gin.Context, req openai.ChatRequest, sreq schedul
 	chunk := func(choices []openai.ChatChunkChoice) openai.ChatChunk {
 		return openai.ChatChunk{ID: id, Object: "chat.completion.chunk", Created: created, Model: req.Model, SystemFingerprint: s.fingerprint, Choices: choices}
 	}
+	var toolStreams map[int]*openai.ToolStream
+	if req.ToolsActive() {
+		toolStreams = make(map[int]*openai.ToolStream, sreq.N)
+		for i := range sreq.N {
+			toolStreams[i] = &openai.ToolStream{}
+		}
+	}
 	started := false
 	begin := func() error {
 		if started {
@@ -144,15 +155,25 @@ func (s *Server) streamChat(c *gin.Context, req openai.ChatRequest, sreq schedul
 			return ev.Err
 		}
 		choice := openai.ChatChunkChoice{Index: ev.Index, FinishReason: finishString(ev.Finish)}
-		if ev.Text != "" {
-			t := ev.Text
+		t := ev.Text
+		if ts := toolStreams[ev.Index]; ts != nil {
+			t = ts.Add(t)
+			if ev.Finish != "" {
+				rest, calls := ts.Finish()
+				t += rest
+				if len(calls) > 0 {
+					choice.Delta.ToolCalls, choice.FinishReason = withCallIDs(calls, true), strp("tool_calls")
+				}
+			}
+		}
+		if t != "" {
 			choice.Delta.Content = &t
 		}
 		if req.Logprobs && len(ev.Tokens) > 0 {
 			lp := s.chatLogprobs(ev.Tokens)
 			choice.Logprobs = &openai.ChatLogprobs{Content: lp}
 		}
-		if choice.Delta.Content == nil && choice.FinishReason == nil && choice.Logprobs == nil {
+		if choice.Delta.Content == nil && choice.Delta.ToolCalls == nil && choice.FinishReason == nil && choice.Logprobs == nil {
 			return nil // text held back (partial rune or stop string)
 		}
 		if err := writeSSE(c, chunk([]openai.ChatChunkChoice{choice})); err != nil {
@@ -169,6 +190,20 @@ func (s *Server) streamChat(c *gin.Context, req openai.ChatRequest, sreq schedul
 		return ch
 	}, req.StreamOptions)
 }
+
+// withCallIDs gives each parsed tool call an ID (and, for a streamed
+// delta, its index among the choice's calls).
+func withCallIDs(calls []openai.ToolCall, indexed bool) []openai.ToolCall {
+	for i := range calls {
+		calls[i].ID = newID("call_")
+		if indexed {
+			calls[i].Index = &i
+		}
+	}
+	return calls
+}
+
+func strp(s string) *string { return &s }
 
 // endStream finishes an SSE response: an error before anything was sent is
 // a normal error response; after, an error event. Then the usage chunk

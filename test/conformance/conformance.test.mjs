@@ -106,3 +106,37 @@ test("404: unknown model", async () => {
     },
   );
 });
+
+test("tool calls through the SDK's stream helper", async () => {
+  const tools = [{
+    type: "function",
+    function: {
+      name: "get_weather",
+      description: "The weather forecast",
+      parameters: {
+        type: "object",
+        properties: { unit: { enum: ["celsius", "fahrenheit"] } },
+        required: ["unit"],
+        additionalProperties: false,
+      },
+    },
+  }];
+  const stream = client.chat.completions.stream({
+    model,
+    messages: [{ role: "user", content: "Weather?" }],
+    tools,
+    tool_choice: { type: "function", function: { name: "get_weather" } },
+    parallel_tool_calls: false,
+    max_tokens: 400,
+    seed: 1,
+  });
+  const done = await stream.finalChatCompletion();
+  const choice = done.choices[0];
+  assert.equal(choice.finish_reason, "tool_calls");
+  assert.equal(choice.message.tool_calls.length, 1);
+  const call = choice.message.tool_calls[0];
+  assert.match(call.id, /^call_/);
+  assert.equal(call.function.name, "get_weather");
+  const args = JSON.parse(call.function.arguments);
+  assert.ok(["celsius", "fahrenheit"].includes(args.unit), `arguments ${call.function.arguments}`);
+});
