@@ -56,7 +56,15 @@ type Options struct {
 	FlashAttention string
 	// KVType: f16, q8_0 or q4_0 (default f16).
 	KVType string
-	Logger *slog.Logger
+	// Handoff is how long, after a step, the scheduler waits for the
+	// consumers of that step's events to take them before it starts the
+	// next step (default 1ms; negative: never wait). On CPU the engine's
+	// threads occupy every core during a step; the pause lets the HTTP
+	// layer write the step's tokens on idle cores instead of competing
+	// with them. A consumer that misses it is not waited for again until
+	// it catches up, so a slow client costs one pause at most.
+	Handoff time.Duration
+	Logger  *slog.Logger
 }
 
 func (o Options) withDefaults(m *engine.Model) Options {
@@ -85,6 +93,9 @@ func (o Options) withDefaults(m *engine.Model) Options {
 	}
 	if o.AgingAfter <= 0 {
 		o.AgingAfter = 30 * time.Second
+	}
+	if o.Handoff == 0 {
+		o.Handoff = time.Millisecond
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -120,6 +131,8 @@ type Scheduler struct {
 	nextID   int
 	arrivals uint64
 	counters Stats
+	touched  map[*Stream]struct{} // streams that got events this step
+	handoffT *time.Timer
 }
 
 // Stats describe the scheduler at its last step.
@@ -132,6 +145,7 @@ type Stats struct {
 	Preemptions      int64         `json:"preemptions"`
 	Rejected         int64         `json:"rejected"`
 	Cancelled        int64         `json:"cancelled"`
+	HandoffTimeouts  int64         `json:"handoff_timeouts"` // steps that stopped waiting for a consumer
 	PrefillTokensSec float64       `json:"prefill_tokens_per_second"`
 	KV               kvcache.Stats `json:"kv"`
 }
@@ -162,11 +176,12 @@ func New(m *engine.Model, opts Options) (*Scheduler, error) {
 	}
 	return &Scheduler{
 		model: m, opts: o, ctx: ctx, batch: b, cache: cache,
-		submit: make(chan *request, o.MaxQueue),
-		wake:   make(chan struct{}, 1),
-		done:   make(chan struct{}),
-		seqs:   map[int]*seq{},
-		reqs:   map[*request]struct{}{},
+		submit:  make(chan *request, o.MaxQueue),
+		wake:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		seqs:    map[int]*seq{},
+		reqs:    map[*request]struct{}{},
+		touched: map[*Stream]struct{}{},
 	}, nil
 }
 
@@ -390,6 +405,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		s.reap()
 		if !s.hasWork() {
 			s.publish()
+			clear(s.touched) // events of failures and cancellations: nobody to wait for
 			select {
 			case r := <-s.submit:
 				s.add(r)
@@ -660,6 +676,39 @@ func (s *Scheduler) step() {
 		}
 	}
 	s.publish()
+	s.handOff()
+}
+
+// emit queues an event for a request's consumer.
+func (s *Scheduler) emit(st *Stream, ev Event) {
+	st.push(ev)
+	s.touched[st] = struct{}{}
+}
+
+// handOff waits (up to Options.Handoff) for the consumers of this step's
+// events to take them.
+func (s *Scheduler) handOff() {
+	if s.opts.Handoff < 0 || len(s.touched) == 0 {
+		clear(s.touched)
+		return
+	}
+	h := newHandoff()
+	for st := range s.touched {
+		st.awaitTake(h)
+	}
+	clear(s.touched)
+	h.take()
+	if s.handoffT == nil {
+		s.handoffT = time.NewTimer(s.opts.Handoff)
+	} else {
+		s.handoffT.Reset(s.opts.Handoff)
+	}
+	select {
+	case <-h.done:
+		s.handoffT.Stop()
+	case <-s.handoffT.C:
+		s.counters.HandoffTimeouts++
+	}
 }
 
 // sample draws the next token of q (and, when q has just finished the
@@ -733,7 +782,7 @@ func (s *Scheduler) sampleOne(q *seq) {
 			ev.Finish = FinishStop
 		}
 	}
-	r.stream.push(ev)
+	s.emit(r.stream, ev)
 	if ev.Finish != "" {
 		s.finish(q, ev.Finish, nil, true)
 		s.maybeComplete(r)
@@ -747,7 +796,7 @@ func (s *Scheduler) flushText(q *seq, reason FinishReason) {
 	if !stopped {
 		text += q.stop.flush()
 	}
-	q.req.stream.push(Event{Index: q.index, Text: text, Finish: reason})
+	s.emit(q.req.stream, Event{Index: q.index, Text: text, Finish: reason})
 	s.finish(q, reason, nil, true)
 }
 
@@ -769,13 +818,13 @@ func (s *Scheduler) finish(q *seq, reason FinishReason, err error, keep bool) {
 	delete(s.seqs, q.id)
 	q.req.finished++
 	if reason == FinishCancelled || reason == FinishError {
-		q.req.stream.push(Event{Index: q.index, Finish: reason, Err: err})
+		s.emit(q.req.stream, Event{Index: q.index, Finish: reason, Err: err})
 	}
 }
 
 // endChoice ends a choice that never got a sequence of its own.
 func (s *Scheduler) endChoice(r *request, index int, reason FinishReason, err error) {
-	r.stream.push(Event{Index: index, Finish: reason, Err: err})
+	s.emit(r.stream, Event{Index: index, Finish: reason, Err: err})
 	r.finished++
 }
 
@@ -807,7 +856,7 @@ func (s *Scheduler) maybeComplete(r *request) {
 	if r.ctx.Err() != nil {
 		err = r.ctx.Err()
 	}
-	r.stream.push(Event{Final: true, Usage: &u, Err: err})
+	s.emit(r.stream, Event{Final: true, Usage: &u, Err: err})
 }
 
 // preempt frees q's KV slot and queues it for recomputation. Its output so

@@ -476,3 +476,40 @@ func TestExpectedPrefillDiscountsSharedPrefix(t *testing.T) {
 		t.Fatalf("a 2-token overlap is not worth discounting: %d, want 3", got)
 	}
 }
+
+// TestHandoff: between steps the scheduler waits for consumers to take
+// their events. A consumer that keeps up is always waited for and never
+// times out; one that does not read is waited for once, then the stream
+// goes on without pauses, and loses nothing.
+func TestHandoff(t *testing.T) {
+	m := loadModel(t, "tiny")
+	prompt, _ := m.Tokenize("the cat", true, false)
+
+	// A long pause: a broken handoff would make every step wait it out.
+	prompt1 := start(t, m, Options{Parallel: 2, Cells: 512, Handoff: time.Minute})
+	st, err := prompt1.Submit(context.Background(), Request{Prompt: prompt, MaxTokens: 24, IgnoreEOS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := collect(t, st); len(r.tokens) != 1 || len(r.tokens[0]) != 24 {
+		t.Fatalf("prompt consumer got %+v", r)
+	}
+	if n := prompt1.Stats().HandoffTimeouts; n != 0 {
+		t.Fatalf("a consumer that keeps up timed out %d handoffs", n)
+	}
+
+	slow := start(t, m, Options{Parallel: 2, Cells: 512, Handoff: 20 * time.Millisecond})
+	st, err = slow.Submit(context.Background(), Request{Prompt: prompt, MaxTokens: 24, IgnoreEOS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for slow.Stats().Running+slow.Stats().Waiting > 0 || slow.Stats().GeneratedTokens < 24 {
+		time.Sleep(5 * time.Millisecond) // the request runs with nobody reading
+	}
+	if n := slow.Stats().HandoffTimeouts; n != 1 {
+		t.Fatalf("a consumer that never read cost %d handoff timeouts, want 1", n)
+	}
+	if r := collect(t, st); len(r.tokens) != 1 || len(r.tokens[0]) != 24 || r.finish[0] != FinishLength {
+		t.Fatalf("late reader got %+v", r)
+	}
+}

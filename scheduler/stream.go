@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -11,11 +12,56 @@ import (
 // events queue in an outbox that the consumer drains with Recv, however
 // slow the consumer is.
 type Stream struct {
-	mu     sync.Mutex // guards events and done
+	mu     sync.Mutex // guards events, done and taken
 	events []Event
-	done   bool // the final event is queued
+	done   bool     // the final event is queued
+	taken  *handoff // the step waiting for the consumer to take its events
 	wake   chan struct{}
 	cancel context.CancelFunc
+}
+
+// handoff lets the scheduler wait, between two steps, until the consumers
+// of the last step's events have taken them: a consumer that comes back to
+// Recv with its outbox empty has handled (written) what it got. The
+// scheduler holds one count itself until every stream is registered, so
+// the count reaches zero exactly once.
+type handoff struct {
+	left atomic.Int32
+	done chan struct{}
+}
+
+func newHandoff() *handoff {
+	h := &handoff{done: make(chan struct{})}
+	h.left.Store(1)
+	return h
+}
+
+func (h *handoff) take() {
+	if h.left.Add(-1) == 0 {
+		close(h.done)
+	}
+}
+
+// awaitTake registers the stream with h, unless its consumer has not yet
+// taken an earlier step's events: a slow consumer is not waited for again
+// until it catches up.
+func (s *Stream) awaitTake(h *handoff) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.taken != nil || len(s.events) == 0 {
+		return
+	}
+	h.left.Add(1)
+	s.taken = h
+}
+
+// tookAll tells a waiting step that the consumer has taken everything.
+// Called with s.mu held.
+func (s *Stream) tookAll() {
+	if s.taken != nil {
+		s.taken.take()
+		s.taken = nil
+	}
 }
 
 func newStream(cancel context.CancelFunc) *Stream {
@@ -53,6 +99,7 @@ func (s *Stream) Recv(ctx context.Context) (Event, error) {
 			return ev, nil
 		}
 		done := s.done
+		s.tookAll()
 		s.mu.Unlock()
 		if done {
 			return Event{}, io.EOF
@@ -67,4 +114,9 @@ func (s *Stream) Recv(ctx context.Context) (Event, error) {
 
 // Close abandons the request: the scheduler drops it at its next step and
 // frees its KV cells. Safe to call more than once and after the end.
-func (s *Stream) Close() { s.cancel() }
+func (s *Stream) Close() {
+	s.cancel()
+	s.mu.Lock()
+	s.tookAll()
+	s.mu.Unlock()
+}

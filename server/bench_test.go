@@ -28,15 +28,25 @@ var benchPreset = flag.String("server.model", "bench", "preset for BenchmarkSSEO
 // in which all streams decode, their ratio, and the per-token latency the
 // HTTP layer adds (scheduler emission to client receipt), p50 and p99, and
 // the server's own share of it (emission to the chunk flushed to the
-// socket), p50.
+// socket), p50. It runs with the scheduler's handoff pause off and at its
+// default.
 func BenchmarkSSEOverhead(b *testing.B) {
 	m, err := engine.LoadModel(modeltest.Preset(b, *benchPreset), engine.ModelOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer m.Close()
+	for _, h := range []struct {
+		name string
+		d    time.Duration
+	}{{"off", -1}, {"default", 0}} {
+		b.Run("handoff="+h.name, func(b *testing.B) { sseOverhead(b, m, h.d) })
+	}
+}
+
+func sseOverhead(b *testing.B, m *engine.Model, handoff time.Duration) {
 	const streams, gen = 16, 128
-	sched, err := scheduler.New(m, scheduler.Options{Parallel: streams, CacheSlots: -1, Cells: streams * 300, NoPrefixCache: true})
+	sched, err := scheduler.New(m, scheduler.Options{Parallel: streams, CacheSlots: -1, Cells: streams * 300, NoPrefixCache: true, Handoff: handoff})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -53,9 +53,14 @@ func newMetrics(reg *prometheus.Registry, sched *scheduler.Scheduler, model stri
 	gauge("requests_waiting", "Sequences waiting for admission.", func(s scheduler.Stats) float64 { return float64(s.Waiting) })
 	gauge("kv_cells_used", "KV cache cells in use.", func(s scheduler.Stats) float64 { return float64(s.KV.CellsUsed) })
 	gauge("kv_cells", "KV cache cells.", func(s scheduler.Stats) float64 { return float64(s.KV.Cells) })
-	gauge("prefix_cache_hits", "Prefix cache lookups that reused tokens (monotonic).", func(s scheduler.Stats) float64 { return float64(s.KV.Hits) })
-	gauge("preemptions", "Sequences preempted for KV space (monotonic).", func(s scheduler.Stats) float64 { return float64(s.Preemptions) })
-	gauge("rejected", "Requests rejected by admission control (monotonic).", func(s scheduler.Stats) float64 { return float64(s.Rejected) })
+	total := func(name, help string, v func(scheduler.Stats) float64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts(f(name, help)), func() float64 { return v(sched.Stats()) }))
+	}
+	total("prefix_cache_hits_total", "Prefix cache lookups that reused tokens.", func(s scheduler.Stats) float64 { return float64(s.KV.Hits) })
+	total("preemptions_total", "Sequences preempted for KV space.", func(s scheduler.Stats) float64 { return float64(s.Preemptions) })
+	total("rejected_total", "Requests rejected by admission control.", func(s scheduler.Stats) float64 { return float64(s.Rejected) })
+	total("engine_steps_total", "Engine steps (batches evaluated).", func(s scheduler.Stats) float64 { return float64(s.Steps) })
+	total("handoff_timeouts_total", "Steps that stopped waiting for a consumer to take its tokens (see --handoff).", func(s scheduler.Stats) float64 { return float64(s.HandoffTimeouts) })
 	return m
 }
 

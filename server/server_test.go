@@ -536,7 +536,7 @@ func TestMiscEndpoints(t *testing.T) {
 	r, _ := http.Get(ts.URL + "/metrics")
 	data, _ := io.ReadAll(r.Body)
 	r.Body.Close()
-	for _, want := range []string{"llmux_generation_tokens_total", "llmux_time_to_first_token_seconds_bucket", "llmux_kv_cells", `route="/v1/completions",status="200"`} {
+	for _, want := range []string{"llmux_generation_tokens_total", "llmux_time_to_first_token_seconds_bucket", "llmux_kv_cells", "# TYPE llmux_engine_steps_total counter", "llmux_handoff_timeouts_total", `route="/v1/completions",status="200"`} {
 		if !strings.Contains(string(data), want) {
 			t.Fatalf("metrics lack %s", want)
 		}

@@ -39,6 +39,7 @@ type serveFlags struct {
 	cacheSlots      *int
 	noPrefixCache   *bool
 	threads         *int
+	handoff         *time.Duration
 	flashAttn       *string
 	kvType          *string
 	gpuLayers       *int
@@ -69,6 +70,7 @@ func newServeFlags() *serveFlags {
 	f.cacheSlots = fs.Int("cache-slots", 0, "extra slots keeping finished prompts for prefix reuse (0: same as --parallel, -1: none)")
 	f.noPrefixCache = fs.Bool("no-prefix-cache", false, "disable prefix reuse")
 	f.threads = fs.Int("threads", 0, "CPU threads for the engine (0: all)")
+	f.handoff = fs.Duration("handoff", time.Millisecond, "after each engine step, how long to wait for the HTTP side to take the step's tokens before the next step (negative: never)")
 	f.flashAttn = fs.String("flash-attn", "auto", "flash attention: auto, on, off")
 	f.kvType = fs.String("kv-type", "f16", "KV cache type: f16, q8_0, q4_0")
 	f.gpuLayers = fs.Int("gpu-layers", 0, "layers to offload to a GPU (-1: all; needs a GPU backend)")
@@ -189,7 +191,7 @@ func runServe(ctx context.Context, args []string) error {
 	sched, err := scheduler.New(m, scheduler.Options{
 		Parallel: *f.parallel, CacheSlots: *f.cacheSlots, Cells: *f.ctxSize, TokenBudget: *f.batch, Chunk: *f.chunk,
 		MaxQueue: *f.maxQueue, QueueTimeout: *f.queueTimeout, NoPrefixCache: *f.noPrefixCache,
-		Threads: *f.threads, FlashAttention: *f.flashAttn, KVType: *f.kvType, Logger: logger,
+		Threads: *f.threads, Handoff: *f.handoff, FlashAttention: *f.flashAttn, KVType: *f.kvType, Logger: logger,
 	})
 	if err != nil {
 		return err
