@@ -19,6 +19,7 @@ import (
 var (
 	benchModel   = flag.String("sched.model", "bench", "preset for scheduler benchmarks (tiny, small, bench)")
 	benchStreams = flag.String("sched.streams", "1,4,16,64", "concurrent streams for BenchmarkStreams")
+	benchHandoff = flag.Duration("sched.handoff", 0, "Options.Handoff for BenchmarkStreams (0: the default, negative: off)")
 )
 
 func benchLoad(b *testing.B) *engine.Model {
@@ -65,7 +66,7 @@ func BenchmarkStreams(b *testing.B) {
 }
 
 func streamsOnce(b *testing.B, m *engine.Model, n int) float64 {
-	s, err := New(m, Options{Parallel: n, CacheSlots: -1, Cells: n*(128+129) + 256, NoPrefixCache: true})
+	s, err := New(m, Options{Parallel: n, CacheSlots: -1, Cells: n*(128+129) + 256, NoPrefixCache: true, Handoff: *benchHandoff})
 	if err != nil {
 		b.Fatal(err)
 	}
