@@ -33,6 +33,12 @@ if [ -f ../shared/models/stories260K.gguf ]; then
 fi
 ./bin/llmux bench plot -o "$OUT/sweep.svg" "$OUT"/sweep-*.json
 
+# 1b. The same bench-model sweep with a KV stream per slot.
+serve --model synth:bench --model-name bench --parallel 64 --ctx-size 20480 --kv-layout per-slot
+bench --model bench --dataset-name random --random-input-len 128 --random-output-len 128 --ignore-eos \
+  --num-prompts 64 --max-concurrency 1,4,16,64 --label llmux-bench86M-per-slot --output "$OUT/sweep-bench-per-slot.json"
+./bin/llmux bench compare "$OUT/sweep-bench-per-slot.json" "$OUT/sweep-bench.json"
+
 # 2. Prefix sharing: 64 requests with one 512-word system prompt, cache on and off.
 for mode in on off; do
   flags=(); [ "$mode" = off ] && flags=(--no-prefix-cache)

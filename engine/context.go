@@ -171,6 +171,11 @@ func (c *Context) Model() *Model { return c.model }
 // Options are the options in effect (defaults filled in).
 func (c *Context) Options() ContextOptions { return c.opts }
 
+// SeqCells is the most tokens one sequence can hold: all cells with a
+// unified KV cache, Cells/Sequences (rounded up to 256 by llama.cpp) with
+// one KV stream per sequence.
+func (c *Context) SeqCells() int { return int(C.llama_n_ctx_seq(c.c)) }
+
 // Decode evaluates a batch. On success, Logits(i) holds the logits of every
 // batch row i added with logits=true, until the next Decode.
 func (c *Context) Decode(b *Batch) error {

@@ -13,6 +13,12 @@
 // when slots or cells run short. Slots held by running sequences are never
 // evicted here; the scheduler decides about preemption.
 //
+// With PerSlot, each slot is a KV stream of its own (llama.cpp's
+// non-unified KV): attention of one sequence scans only its own cells, which
+// is much faster with many sequences, but cells cannot be shared. A
+// finished prompt then stays in its slot, and a later request with the same
+// prefix takes that slot over; forks copy the whole stream.
+//
 // Cache is not safe for concurrent use: the scheduler goroutine owns it.
 package kvcache
 
@@ -37,6 +43,8 @@ type Options struct {
 	// NoPrefixReuse turns prefix reuse off: every sequence prefills all of
 	// its prompt (for benchmarks and debugging).
 	NoPrefixReuse bool
+	// PerSlot: every slot is its own KV stream of Cells/Slots cells.
+	PerSlot bool
 	// MaxCachedCells bounds the cells that finished sequences keep cached
 	// (0: a quarter of Cells). Cached cells are not free: in a unified KV
 	// cache every decode's attention scans all used cells, so an unbounded
@@ -139,7 +147,10 @@ func (c *Cache) Acquire(tokens []int32) (*Lease, error) {
 			bestOwn, bestOwnLen = i, n
 		}
 	}
-	src, srcLen := c.longestHolder(tokens, want)
+	src, srcLen := -1, 0
+	if !c.opts.PerSlot { // separate streams share nothing
+		src, srcLen = c.longestHolder(tokens, want)
+	}
 	if bestOwn >= 0 && bestOwnLen >= srcLen && bestOwnLen > 0 {
 		// Take the cached slot over, keeping its prefix.
 		c.truncate(bestOwn, bestOwnLen)
@@ -198,7 +209,11 @@ func (c *Cache) evict(i int) {
 // EvictFor frees cached entries, least recently used first, until at least
 // cells cells are free or nothing cached is left. It reports whether enough
 // cells are free.
+// With PerSlot there is no shared pool: it reports true.
 func (c *Cache) EvictFor(cells int) bool {
+	if c.opts.PerSlot {
+		return true
+	}
 	for c.Free() < cells {
 		if !c.evictLRU() {
 			return false
@@ -264,7 +279,19 @@ func (l *Lease) Fork(n int) (*Lease, error) {
 		return nil, ErrNoSlot
 	}
 	c.slots[dst].state = slotActive
-	c.attach(dst, l.Slot, min(n, c.slots[l.Slot].len))
+	n = min(n, c.slots[l.Slot].len)
+	if c.opts.PerSlot {
+		// Streams copy whole; then drop what lies past the prefix.
+		prefix := make([]int32, 0, n)
+		for _, nd := range c.slots[l.Slot].path {
+			prefix = append(prefix, nd.tokens[:min(len(nd.tokens), n-len(prefix))]...)
+		}
+		c.kv.SeqCopy(l.Slot, dst, -1, -1)
+		c.kv.SeqRemove(dst, n, -1)
+		c.appendTokens(dst, prefix)
+		return &Lease{c: c, Slot: dst}, nil
+	}
+	c.attach(dst, l.Slot, n)
 	return &Lease{c: c, Slot: dst}, nil
 }
 
@@ -285,7 +312,9 @@ func (l *Lease) Release(keep bool) {
 	c.tick++
 	s.used = c.tick
 	s.state = slotCached
-	for c.Reclaimable() > c.opts.MaxCachedCells && c.evictLRU() {
+	// In a shared pool, cached cells slow every decode; a stream of its own
+	// costs nothing to others.
+	for !c.opts.PerSlot && c.Reclaimable() > c.opts.MaxCachedCells && c.evictLRU() {
 	}
 }
 

@@ -1,6 +1,8 @@
 package kvcache
 
 import (
+	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -8,9 +10,14 @@ import (
 
 // fakeKV models llama.cpp's unified KV cache: cells with a position and the
 // set of sequences holding them. A cell nobody holds is free.
+//
+// With perSlot it models llama.cpp's KV with one stream per sequence:
+// cells are never shared, and copying between sequences is only allowed
+// for the whole stream, which duplicates its cells.
 type fakeKV struct {
-	cells map[int]*fakeCell
-	next  int
+	cells   map[int]*fakeCell
+	next    int
+	perSlot bool
 }
 
 type fakeCell struct {
@@ -34,6 +41,19 @@ func (f *fakeKV) SeqRemove(seq, p0, p1 int) bool {
 }
 
 func (f *fakeKV) SeqCopy(src, dst, p0, p1 int) {
+	if f.perSlot {
+		if p0 > 0 || p1 >= 0 {
+			panic("seq_cp() is only supported for full KV buffers")
+		}
+		f.SeqRemove(dst, 0, -1)
+		for _, c := range maps.Clone(f.cells) {
+			if c.seqs[src] {
+				f.next++
+				f.cells[f.next] = &fakeCell{pos: c.pos, tok: c.tok, seqs: map[int]bool{dst: true}}
+			}
+		}
+		return
+	}
 	for _, c := range f.cells {
 		if c.seqs[src] && c.pos >= p0 && (p1 < 0 || c.pos < p1) {
 			c.seqs[dst] = true
@@ -89,6 +109,11 @@ func check(t *testing.T, c *Cache, f *fakeKV) {
 	t.Helper()
 	if got, want := c.Stats().CellsUsed, len(f.cells); got != want {
 		t.Fatalf("cache counts %d cells used, engine holds %d", got, want)
+	}
+	for id, cell := range f.cells {
+		if f.perSlot && len(cell.seqs) != 1 {
+			t.Fatalf("cell %d is held by %d sequences of separate streams", id, len(cell.seqs))
+		}
 	}
 	for i := range c.slots {
 		if got := len(f.tokensOf(t, i)); got != c.slots[i].len {
@@ -236,9 +261,16 @@ func TestDoubleReleasePanics(t *testing.T) {
 // few shared prefixes, random truncation, forks and releases, and checks
 // after every operation that its accounting matches the fake engine.
 func TestRandomOperations(t *testing.T) {
+	for _, perSlot := range []bool{false, true} {
+		t.Run(fmt.Sprintf("perSlot=%v", perSlot), func(t *testing.T) { randomOperations(t, perSlot) })
+	}
+}
+
+func randomOperations(t *testing.T, perSlot bool) {
 	rng := rand.New(rand.NewPCG(1, 1))
 	f := newFakeKV()
-	c, _ := New(f, Options{Slots: 6, Cells: 100000})
+	f.perSlot = perSlot
+	c, _ := New(f, Options{Slots: 6, Cells: 100000, PerSlot: perSlot})
 	prefixes := [][]int32{seqTokens(40, 100), seqTokens(15, 300), seqTokens(70, 100)}
 	var live []*Lease
 	for step := 0; step < 3000; step++ {
@@ -303,5 +335,46 @@ func TestCachedCellsAreBounded(t *testing.T) {
 	l, _ := c.Acquire(seqTokens(100, 6000))
 	if l.Reused != 99 {
 		t.Fatalf("most recent prompt reused %d tokens, want 99", l.Reused)
+	}
+}
+
+// TestPerSlot: with a stream per slot, a prefix is reused only by taking
+// over the slot that holds it; a running sequence's prefix is not shared;
+// forks copy.
+func TestPerSlot(t *testing.T) {
+	f := newFakeKV()
+	f.perSlot = true
+	c, _ := New(f, Options{Slots: 3, Cells: 3000, PerSlot: true})
+	sys := seqTokens(400, 1)
+	a := append(slices.Clone(sys), seqTokens(30, 5000)...)
+	b := append(slices.Clone(sys), seqTokens(25, 7000)...)
+	la, _ := c.Acquire(a)
+	run(f, la, a)
+	lb, _ := c.Acquire(b)
+	if lb.Reused != 0 || lb.Slot == la.Slot {
+		t.Fatalf("running sequence's prefix shared across streams: slot %d reused %d", lb.Slot, lb.Reused)
+	}
+	run(f, lb, b)
+	la.Release(true)
+	check(t, c, f)
+	lc, _ := c.Acquire(b[:410])
+	if lc.Slot != la.Slot || lc.Reused != 400 {
+		t.Fatalf("took slot %d reusing %d, want slot %d reusing 400", lc.Slot, lc.Reused, la.Slot)
+	}
+	run(f, lc, b[:410])
+	check(t, c, f)
+	k, err := lc.Fork(405)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(t, c, f)
+	if got := f.tokensOf(t, k.Slot); !slices.Equal(got, b[:405]) {
+		t.Fatalf("fork holds %d tokens, want the first 405 of the prompt", len(got))
+	}
+	if used := c.Stats().CellsUsed; used != len(b)+410+405 {
+		t.Fatalf("cells used %d, want %d (nothing shared)", used, len(b)+410+405)
+	}
+	if !c.EvictFor(1 << 20) {
+		t.Fatal("EvictFor failed with no shared pool to run out of")
 	}
 }

@@ -19,6 +19,7 @@ import (
 var (
 	benchModel   = flag.String("sched.model", "bench", "preset for scheduler benchmarks (tiny, small, bench)")
 	benchStreams = flag.String("sched.streams", "1,4,16,64", "concurrent streams for BenchmarkStreams")
+	benchKV      = flag.String("sched.kv", "unified", "KV layout for BenchmarkStreams: unified or per-slot")
 	benchHandoff = flag.Duration("sched.handoff", 0, "Options.Handoff for BenchmarkStreams (0: the default, negative: off)")
 )
 
@@ -43,7 +44,8 @@ func syntheticPrompt(n, salt int) []int32 {
 // BenchmarkStreams: aggregate output tokens/s of N concurrent streams
 // through the scheduler (128-token prompts, 128 generated tokens each),
 // over the window in which all N are decoding, divided by the raw engine's
-// decode tokens/s at batch N measured in the same run on the same KV layout.
+// decode tokens/s at batch N measured in the same run on the same KV layout
+// (-sched.kv).
 func BenchmarkStreams(b *testing.B) {
 	m := benchLoad(b)
 	for _, ns := range strings.Split(*benchStreams, ",") {
@@ -51,7 +53,7 @@ func BenchmarkStreams(b *testing.B) {
 		b.Run("streams="+ns, func(b *testing.B) {
 			var raw, sched float64
 			for range b.N {
-				r, err := engine.DecodeBench{Batch: n, PromptLen: 128, GenLen: 128}.Run(m)
+				r, err := engine.DecodeBench{Batch: n, PromptLen: 128, GenLen: 128, Context: engine.ContextOptions{PerSequenceKV: *benchKV == KVPerSlot}}.Run(m)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -66,7 +68,7 @@ func BenchmarkStreams(b *testing.B) {
 }
 
 func streamsOnce(b *testing.B, m *engine.Model, n int) float64 {
-	s, err := New(m, Options{Parallel: n, CacheSlots: -1, Cells: n*(128+129) + 256, NoPrefixCache: true, Handoff: *benchHandoff})
+	s, err := New(m, Options{Parallel: n, CacheSlots: -1, Cells: n*(128+129) + 256, NoPrefixCache: true, Handoff: *benchHandoff, KVLayout: *benchKV})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -50,6 +50,16 @@ type Options struct {
 	AgingAfter time.Duration
 	// NoPrefixCache disables prefix reuse.
 	NoPrefixCache bool
+	// KVLayout is "unified" (default) or "per-slot". Unified: one pool of
+	// Cells shared by all sequences; a prefix is shared by every sequence
+	// that starts with it, and one sequence may use the whole context; but
+	// every decode's attention scans all used cells, so throughput falls as
+	// sequences multiply. Per-slot: each of the Parallel sequences has a KV
+	// stream of its own of Cells/Parallel cells (llama.cpp's default
+	// layout): attention scans only the sequence's own cells, a finished
+	// prompt stays in its slot for the next request that shares its prefix,
+	// and CacheSlots is ignored.
+	KVLayout string
 	// Threads for the engine (default: all CPUs).
 	Threads int
 	// FlashAttention: auto, on or off (default auto).
@@ -67,9 +77,21 @@ type Options struct {
 	Logger  *slog.Logger
 }
 
+// KV layouts.
+const (
+	KVUnified = "unified"
+	KVPerSlot = "per-slot"
+)
+
 func (o Options) withDefaults(m *engine.Model) Options {
 	if o.Parallel <= 0 {
 		o.Parallel = 4
+	}
+	if o.KVLayout == "" {
+		o.KVLayout = KVUnified
+	}
+	if o.KVLayout == KVPerSlot {
+		o.CacheSlots = -1 // finished prompts stay in their own slots
 	}
 	if o.CacheSlots < 0 {
 		o.CacheSlots = 0
@@ -105,8 +127,9 @@ func (o Options) withDefaults(m *engine.Model) Options {
 
 // Scheduler batches many requests over one model's engine context.
 type Scheduler struct {
-	model *engine.Model
-	opts  Options
+	model    *engine.Model
+	opts     Options
+	seqCells int // the longest a sequence may grow (prompt and output)
 
 	submit chan *request
 	wake   chan struct{} // 1-slot: something changed (a cancel, a submit)
@@ -154,28 +177,33 @@ type Stats struct {
 // Run and, after Run returns, calls Close.
 func New(m *engine.Model, opts Options) (*Scheduler, error) {
 	o := opts.withDefaults(m)
+	if o.KVLayout != KVUnified && o.KVLayout != KVPerSlot {
+		return nil, fmt.Errorf("scheduler: KV layout %q: want %s or %s", o.KVLayout, KVUnified, KVPerSlot)
+	}
+	perSlot := o.KVLayout == KVPerSlot
 	slots := o.Parallel + o.CacheSlots
 	ctx, err := m.NewContext(engine.ContextOptions{
 		Cells: o.Cells, Sequences: slots, Batch: o.TokenBudget, Threads: o.Threads,
-		FlashAttention: o.FlashAttention, KVType: o.KVType,
+		FlashAttention: o.FlashAttention, KVType: o.KVType, PerSequenceKV: perSlot,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
 	o.Cells = ctx.Options().Cells
+	seqCells := ctx.SeqCells()
 	b, err := engine.NewBatch(o.TokenBudget, 1)
 	if err != nil {
 		ctx.Close()
 		return nil, err
 	}
-	cache, err := kvcache.New(ctx, kvcache.Options{Slots: slots, Cells: o.Cells, NoPrefixReuse: o.NoPrefixCache})
+	cache, err := kvcache.New(ctx, kvcache.Options{Slots: slots, Cells: o.Cells, NoPrefixReuse: o.NoPrefixCache, PerSlot: perSlot})
 	if err != nil {
 		b.Close()
 		ctx.Close()
 		return nil, err
 	}
 	return &Scheduler{
-		model: m, opts: o, ctx: ctx, batch: b, cache: cache,
+		model: m, opts: o, ctx: ctx, batch: b, cache: cache, seqCells: seqCells,
 		submit:  make(chan *request, o.MaxQueue),
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
@@ -190,6 +218,10 @@ func (s *Scheduler) Model() *engine.Model { return s.model }
 
 // Options are the options in effect.
 func (s *Scheduler) Options() Options { return s.opts }
+
+// SeqContext is the most tokens (prompt and output) one sequence can hold:
+// all Cells with the unified KV layout, Cells/Parallel per slot.
+func (s *Scheduler) SeqContext() int { return s.seqCells }
 
 // Close frees the engine context. Call it after Run has returned.
 func (s *Scheduler) Close() {
@@ -341,7 +373,7 @@ func (s *Scheduler) expectedPrefill(prompt []int32) int64 {
 		s.recent = s.recent[:recentPrompts-1]
 	}
 	s.recent = append(s.recent, prompt)
-	if best < minSharedPrefix || s.opts.NoPrefixCache {
+	if best < minSharedPrefix || !s.sharesPrefixes() {
 		best = 0
 	}
 	return int64(len(prompt) - best)
@@ -373,8 +405,8 @@ func (s *Scheduler) validate(r *Request) error {
 	switch {
 	case len(r.Prompt) == 0:
 		return invalid("prompt", "the prompt is empty")
-	case len(r.Prompt) >= s.opts.Cells:
-		return &InvalidRequestError{Param: "prompt", Code: "context_length_exceeded", Message: fmt.Sprintf("the prompt has %d tokens, but this model's context holds %d (the prompt and at least one generated token must fit)", len(r.Prompt), s.opts.Cells)}
+	case len(r.Prompt) >= s.seqCells:
+		return &InvalidRequestError{Param: "prompt", Code: "context_length_exceeded", Message: fmt.Sprintf("the prompt has %d tokens, but this model's context holds %d (the prompt and at least one generated token must fit)", len(r.Prompt), s.seqCells)}
 	case r.N < 1 || r.N > s.opts.Parallel:
 		return invalid("n", "n must be between 1 and %d, got %d", s.opts.Parallel, r.N)
 	case r.MaxTokens < 0:
@@ -518,6 +550,14 @@ func followsLeader(w *seq, leaders []*seq) bool {
 	return false
 }
 
+// sharesPrefixes reports whether a sequence can start from another running
+// sequence's prefix cells: with the prefix cache on, in the unified layout.
+// Per slot, a prefix is reused only from a finished prompt left in a slot,
+// so holding a request back behind a running one would only delay it.
+func (s *Scheduler) sharesPrefixes() bool {
+	return !s.opts.NoPrefixCache && s.opts.KVLayout == KVUnified
+}
+
 // views builds the planner's input, leaving out waiting sequences that
 // should follow a leader's prefix.
 func (s *Scheduler) views(now time.Time) ([]SeqView, int) {
@@ -533,7 +573,7 @@ func (s *Scheduler) views(now time.Time) ([]SeqView, int) {
 		}
 	}
 	hold := map[*seq]bool{}
-	if !s.opts.NoPrefixCache && (len(waiting) > 1 || len(leaders) > 0) {
+	if s.sharesPrefixes() && (len(waiting) > 1 || len(leaders) > 0) {
 		slices.SortFunc(waiting, func(a, b *seq) int { return cmp.Compare(a.id, b.id) })
 		for _, w := range waiting {
 			if followsLeader(w, leaders) {
@@ -572,7 +612,7 @@ func (s *Scheduler) step() {
 		views, used := s.views(now)
 		plan = Schedule(views, Limits{
 			TokenBudget: s.opts.TokenBudget, Chunk: s.opts.Chunk, AgingAfter: s.opts.AgingAfter,
-			FreeSlots: s.opts.Parallel - used, FreeCells: s.cache.Free() + s.cache.Reclaimable(),
+			FreeSlots: s.opts.Parallel - used, FreeCells: s.freeCells(),
 		})
 		if !plan.HasPreempt {
 			break
@@ -679,6 +719,16 @@ func (s *Scheduler) step() {
 	s.handOff()
 }
 
+// freeCells is what the planner may spend: the shared pool's free and
+// reclaimable cells. Per slot, a sequence never competes for cells (its
+// length is capped at its stream), so only slots bound admission.
+func (s *Scheduler) freeCells() int {
+	if s.opts.KVLayout == KVPerSlot {
+		return math.MaxInt32
+	}
+	return s.cache.Free() + s.cache.Reclaimable()
+}
+
 // emit queues an event for a request's consumer.
 func (s *Scheduler) emit(st *Stream, ev Event) {
 	st.push(ev)
@@ -771,7 +821,7 @@ func (s *Scheduler) sampleOne(q *seq) {
 	switch {
 	case hit:
 		ev.Finish = FinishStop
-	case (r.MaxTokens > 0 && q.generated >= r.MaxTokens) || len(q.tokens) >= s.opts.Cells:
+	case (r.MaxTokens > 0 && q.generated >= r.MaxTokens) || len(q.tokens) >= s.seqCells:
 		tail, stopped := q.stop.push(string(q.detok.Flush(nil)))
 		if !stopped {
 			tail += q.stop.flush()

@@ -231,9 +231,7 @@ func TestQueueOverflowAndInvalidRequests(t *testing.T) {
 	}
 	bad["prompt"] = Request{Prompt: long}
 	for param, r := range bad {
-		_, err := s.Submit(context.Background(), r)
-		var ie *InvalidRequestError
-		if !errors.As(err, &ie) || ie.Param != param {
+		if _, err := s.Submit(context.Background(), r); !isInvalid(err, param) {
 			t.Errorf("%s: got %v, want *InvalidRequestError for %s", param, err, param)
 		}
 	}
@@ -512,4 +510,84 @@ func TestHandoff(t *testing.T) {
 	if r := collect(t, st); len(r.tokens) != 1 || len(r.tokens[0]) != 24 || r.finish[0] != FinishLength {
 		t.Fatalf("late reader got %+v", r)
 	}
+}
+
+// TestPerSlotLayout: with a KV stream per slot, batched requests match
+// requests run alone, each sequence's context is Cells/Parallel, n > 1
+// forks copy the prompt, and a finished prompt left in its slot serves the
+// next request with the same prefix.
+func TestPerSlotLayout(t *testing.T) {
+	m := loadModel(t, "tiny")
+	s := start(t, m, Options{Parallel: 4, Cells: 2048, KVLayout: KVPerSlot})
+	if got := s.SeqContext(); got != 512 {
+		t.Fatalf("per-slot context %d, want 2048/4 = 512", got)
+	}
+	ps := prompts(12)
+	results := make([]result, len(ps))
+	var wg sync.WaitGroup
+	for i, p := range ps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st, err := s.Submit(context.Background(), Request{Prompt: tokenize(t, m, p), MaxTokens: 16, IgnoreEOS: true})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			results[i] = collect(t, st)
+		}()
+	}
+	wg.Wait()
+	ref := alone(t, m, ps, 16)
+	for i, r := range results {
+		if len(r.tokens) != 1 || !slices.Equal(r.tokens[0], ref[i]) {
+			t.Fatalf("request %d: per-slot batched %v, alone %v", i, r.tokens, ref[i])
+		}
+	}
+
+	// The context of one sequence is its stream.
+	long := make([]int32, 512)
+	for i := range long {
+		long[i] = int32(3 + i%200)
+	}
+	if _, err := s.Submit(context.Background(), Request{Prompt: long}); !isInvalid(err, "prompt") {
+		t.Fatalf("512-token prompt in a 512-cell stream: %v", err)
+	}
+	st, err := s.Submit(context.Background(), Request{Prompt: long[:500], IgnoreEOS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := collect(t, st); len(r.tokens[0]) != 12 || r.finish[0] != FinishLength {
+		t.Fatalf("generation in a full stream: %d tokens, %v; want 12, length", len(r.tokens[0]), r.finish)
+	}
+
+	// n = 3: forks copy the prompt's stream; greedy choices agree with
+	// the request run alone.
+	st, err = s.Submit(context.Background(), Request{Prompt: tokenize(t, m, ps[5]), N: 3, MaxTokens: 16, IgnoreEOS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := collect(t, st)
+	for i := range 3 {
+		if !slices.Equal(r.tokens[i], ref[5]) {
+			t.Fatalf("fork %d: %v, want %v", i, r.tokens[i], ref[5])
+		}
+	}
+
+	// A finished prompt stays in its slot for the next one with its prefix.
+	prefix := long[:300]
+	st, _ = s.Submit(context.Background(), Request{Prompt: prefix, MaxTokens: 2})
+	collect(t, st)
+	st, _ = s.Submit(context.Background(), Request{Prompt: append(slices.Clone(prefix), 7, 8, 9), MaxTokens: 2})
+	if u := collect(t, st).usage; u.CachedTokens < 290 {
+		t.Fatalf("reused %d of the 300-token prefix left in a slot", u.CachedTokens)
+	}
+	if st := s.Stats(); st.KV.SlotsActive != 0 {
+		t.Fatalf("slots active after every request ended: %+v", st.KV)
+	}
+}
+
+func isInvalid(err error, param string) bool {
+	var ie *InvalidRequestError
+	return errors.As(err, &ie) && ie.Param == param
 }

@@ -249,7 +249,7 @@ func (s *Server) resolveModel(c *gin.Context, model string) *openai.Error {
 
 func (s *Server) modelInfo() openai.ModelInfo {
 	o := s.sched.Options()
-	return openai.ModelInfo{VocabSize: s.model.VocabSize(), Context: o.Cells, Parallel: o.Parallel}
+	return openai.ModelInfo{VocabSize: s.model.VocabSize(), Context: s.sched.SeqContext(), Parallel: o.Parallel}
 }
 
 func bytesOf(b []byte) []int {

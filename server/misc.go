@@ -10,7 +10,7 @@ import (
 )
 
 func (s *Server) modelEntry() openai.Model {
-	return openai.Model{ID: s.opts.ModelName, Object: "model", Created: s.created, OwnedBy: "llmux", MaxModelLen: s.sched.Options().Cells}
+	return openai.Model{ID: s.opts.ModelName, Object: "model", Created: s.created, OwnedBy: "llmux", MaxModelLen: s.sched.SeqContext()}
 }
 
 func (s *Server) handleModels(c *gin.Context) {
@@ -78,7 +78,7 @@ func (s *Server) handleTokenize(c *gin.Context) {
 	if toks == nil {
 		toks = []int32{}
 	}
-	c.JSON(http.StatusOK, gin.H{"tokens": toks, "count": len(toks), "max_model_len": s.sched.Options().Cells})
+	c.JSON(http.StatusOK, gin.H{"tokens": toks, "count": len(toks), "max_model_len": s.sched.SeqContext()})
 }
 
 func (s *Server) handleDetokenize(c *gin.Context) {

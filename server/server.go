@@ -109,7 +109,7 @@ func New(sched *scheduler.Scheduler, opts Options) *Server {
 	for _, a := range opts.Aliases {
 		s.names[a] = true
 	}
-	s.embed = &embedder{model: m, cells: min(sched.Options().Cells, 2048)}
+	s.embed = &embedder{model: m, cells: min(sched.SeqContext(), 2048)}
 	s.metrics = newMetrics(opts.Registry, sched, opts.ModelName)
 	s.router = s.routes()
 	return s

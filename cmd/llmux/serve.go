@@ -39,6 +39,7 @@ type serveFlags struct {
 	cacheSlots      *int
 	noPrefixCache   *bool
 	threads         *int
+	kvLayout        *string
 	handoff         *time.Duration
 	flashAttn       *string
 	kvType          *string
@@ -70,6 +71,7 @@ func newServeFlags() *serveFlags {
 	f.cacheSlots = fs.Int("cache-slots", 0, "extra slots keeping finished prompts for prefix reuse (0: same as --parallel, -1: none)")
 	f.noPrefixCache = fs.Bool("no-prefix-cache", false, "disable prefix reuse")
 	f.threads = fs.Int("threads", 0, "CPU threads for the engine (0: all)")
+	f.kvLayout = fs.String("kv-layout", "unified", "KV cache layout: unified (one pool; prefixes shared across sequences; one sequence may use all of --ctx-size) or per-slot (a stream of ctx-size/parallel cells per sequence; faster with many sequences)")
 	f.handoff = fs.Duration("handoff", time.Millisecond, "after each engine step, how long to wait for the HTTP side to take the step's tokens before the next step (negative: never)")
 	f.flashAttn = fs.String("flash-attn", "auto", "flash attention: auto, on, off")
 	f.kvType = fs.String("kv-type", "f16", "KV cache type: f16, q8_0, q4_0")
@@ -191,7 +193,7 @@ func runServe(ctx context.Context, args []string) error {
 	sched, err := scheduler.New(m, scheduler.Options{
 		Parallel: *f.parallel, CacheSlots: *f.cacheSlots, Cells: *f.ctxSize, TokenBudget: *f.batch, Chunk: *f.chunk,
 		MaxQueue: *f.maxQueue, QueueTimeout: *f.queueTimeout, NoPrefixCache: *f.noPrefixCache,
-		Threads: *f.threads, Handoff: *f.handoff, FlashAttention: *f.flashAttn, KVType: *f.kvType, Logger: logger,
+		Threads: *f.threads, KVLayout: *f.kvLayout, Handoff: *f.handoff, FlashAttention: *f.flashAttn, KVType: *f.kvType, Logger: logger,
 	})
 	if err != nil {
 		return err
@@ -207,7 +209,7 @@ func runServe(ctx context.Context, args []string) error {
 		return err
 	}
 	o := sched.Options()
-	logger.Info("llmux serving", "url", "http://"+ln.Addr().String()+"/v1", "model", path, "parallel", o.Parallel, "ctx", o.Cells, "version", version, "cpu", cpuTarget)
+	logger.Info("llmux serving", "url", "http://"+ln.Addr().String()+"/v1", "model", path, "parallel", o.Parallel, "ctx", o.Cells, "kv_layout", o.KVLayout, "seq_ctx", sched.SeqContext(), "version", version, "cpu", cpuTarget)
 	// The scheduler outlives the HTTP server so draining streams finish;
 	// it stops once the server has.
 	schedCtx, stopSched := context.WithCancel(context.Background())
