@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -28,7 +29,8 @@ var benchPreset = flag.String("server.model", "bench", "preset for BenchmarkSSEO
 // in which all streams decode, their ratio, and the per-token latency the
 // HTTP layer adds (scheduler emission to client receipt), p50 and p99, and
 // the server's own share of it (emission to the chunk flushed to the
-// socket), p50. It runs with the scheduler's handoff pause off and at its
+// socket), p50; and the inter-token latency p50 of both paths, whose
+// difference is the steady-state cost per token. It runs with the scheduler's handoff pause off and at its
 // default.
 func BenchmarkSSEOverhead(b *testing.B) {
 	m, err := engine.LoadModel(modeltest.Preset(b, *benchPreset), engine.ModelOptions{})
@@ -70,7 +72,7 @@ func sseOverhead(b *testing.B, m *engine.Model, handoff time.Duration) {
 	defer hs.Close()
 	url := "http://" + ln.Addr().String() + "/v1/completions"
 	var inproc, overHTTP float64
-	var lat []time.Duration
+	var lat, itlIn, itlHTTP []time.Duration
 	for range b.N {
 		// In-process.
 		times := make([][]time.Time, streams)
@@ -96,6 +98,7 @@ func sseOverhead(b *testing.B, m *engine.Model, handoff time.Duration) {
 		}
 		wg.Wait()
 		inproc += windowRate(times)
+		itlIn = append(itlIn, gaps(times)...)
 		// Over HTTP.
 		times = make([][]time.Time, streams)
 		for i := range streams {
@@ -115,8 +118,11 @@ func sseOverhead(b *testing.B, m *engine.Model, handoff time.Duration) {
 		}
 		wg.Wait()
 		overHTTP += windowRate(times)
+		itlHTTP = append(itlHTTP, gaps(times)...)
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(median(itlIn).Microseconds())/1000, "itl_inproc_p50_ms")
+	b.ReportMetric(float64(median(itlHTTP).Microseconds())/1000, "itl_http_p50_ms")
 	b.ReportMetric(inproc/float64(b.N), "inproc_tok/s")
 	b.ReportMetric(overHTTP/float64(b.N), "http_tok/s")
 	b.ReportMetric(overHTTP/inproc, "ratio")
@@ -128,6 +134,26 @@ func sseOverhead(b *testing.B, m *engine.Model, handoff time.Duration) {
 	if len(serverLat) > 0 {
 		b.ReportMetric(float64(serverLat[len(serverLat)/2].Microseconds())/1000, "server_p50_ms")
 	}
+}
+
+// gaps are the intervals between consecutive chunks of each stream.
+func gaps(times [][]time.Time) []time.Duration {
+	var out []time.Duration
+	for _, ts := range times {
+		for k := 1; k < len(ts); k++ {
+			out = append(out, ts[k].Sub(ts[k-1]))
+		}
+	}
+	return out
+}
+
+func median(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
 
 func benchPromptText(i int) string {
