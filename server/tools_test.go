@@ -114,6 +114,23 @@ func TestToolCalls(t *testing.T) {
 	}
 	checkCall(t, ch.Message.ToolCalls[0])
 
+	// n = 2: every choice is a call of its own.
+	two := named
+	two.N = 2
+	resp, err = ts.client.CreateChatCompletion(ctx, two)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Choices) != 2 {
+		t.Fatalf("n=2: %d choices", len(resp.Choices))
+	}
+	for _, ch := range resp.Choices {
+		if ch.FinishReason != goopenai.FinishReasonToolCalls || len(ch.Message.ToolCalls) != 1 {
+			t.Fatalf("n=2, choice %d: %+v", ch.Index, ch)
+		}
+		checkCall(t, ch.Message.ToolCalls[0])
+	}
+
 	// Required, streamed: calls arrive as indexed deltas and validate.
 	required := named
 	required.ToolChoice, required.ParallelToolCalls = "required", nil
