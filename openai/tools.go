@@ -257,19 +257,20 @@ func (r *ChatRequest) toolsPrompt() string {
 // the model is asked to produce, so it sees its own past calls.
 func (r *ChatRequest) TemplateMessages() []Message {
 	out := make([]Message, 0, len(r.Messages)+1)
+	rest := r.Messages
 	if r.ToolsActive() {
 		sys := r.toolsPrompt()
-		if len(r.Messages) > 0 && (r.Messages[0].Role == "system" || r.Messages[0].Role == "developer") {
-			first := r.Messages[0]
+		if len(rest) > 0 && (rest[0].Role == "system" || rest[0].Role == "developer") {
+			first := rest[0]
 			first.Role = "system"
 			first.Content = Content{Text: first.Content.Text + "\n\n" + sys}
 			out = append(out, first)
-			r = &ChatRequest{Messages: r.Messages[1:]}
+			rest = rest[1:]
 		} else {
 			out = append(out, Message{Role: "system", Content: Content{Text: sys}})
 		}
 	}
-	for _, m := range r.Messages {
+	for _, m := range rest {
 		if len(m.ToolCalls) > 0 {
 			m.Content = Content{Text: renderCalls(m.ToolCalls)}
 		}
