@@ -252,7 +252,7 @@ func (r *ChatRequest) toolsPrompt() string {
 }
 
 // TemplateMessages returns the messages to render with the chat template:
-// while tools are active, their description joins the first system message
+// "developer" messages become "system" ones; while tools are active, their description joins the first system message
 // (or becomes one); earlier assistant tool calls are written in the form
 // the model is asked to produce, so it sees its own past calls.
 func (r *ChatRequest) TemplateMessages() []Message {
@@ -271,6 +271,9 @@ func (r *ChatRequest) TemplateMessages() []Message {
 		}
 	}
 	for _, m := range rest {
+		if m.Role == "developer" {
+			m.Role = "system" // OpenAI's newer name; chat templates know "system"
+		}
 		if len(m.ToolCalls) > 0 {
 			m.Content = Content{Text: renderCalls(m.ToolCalls)}
 		}

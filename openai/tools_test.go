@@ -115,6 +115,10 @@ func TestTemplateMessagesWithTools(t *testing.T) {
 	if got := r.TemplateMessages(); len(got) != 4 || strings.Contains(got[0].Content.Text, "get_weather") {
 		t.Fatalf("tool_choice none still describes tools: %+v", got[0])
 	}
+	dev := chatWithTools(t, `{"model":"m","messages":[{"role":"user","content":"hi"},{"role":"developer","content":"be brief"}]}`)
+	if got := dev.TemplateMessages(); got[1].Role != "system" || got[1].Content.Text != "be brief" {
+		t.Fatalf("developer message rendered as %+v", got[1])
+	}
 	plain := chatWithTools(t, `{"model":"m","tools":[`+weatherTool+`],"messages":[{"role":"user","content":"hi"}]}`)
 	if got := plain.TemplateMessages(); len(got) != 2 || got[0].Role != "system" || got[1].Content.Text != "hi" {
 		t.Fatalf("no system message: %+v", got)
