@@ -159,7 +159,7 @@ func TestConcurrentRequestsCompleteAndMatchAlone(t *testing.T) {
 			t.Errorf("request %d: batched %v\nalone %v", i, r.tokens[0], ref[i][:want])
 		}
 	}
-	if st := s.Stats(); st.KV.SlotsActive != 0 {
+	if st := settled(s); st.KV.SlotsActive != 0 {
 		t.Fatalf("slots still active after all requests: %+v", st.KV)
 	}
 }
@@ -195,7 +195,7 @@ func TestCancelFreesSlotWithinAStep(t *testing.T) {
 			t.Fatalf("survivor got %d tokens, finish %v", len(res.tokens[0]), res.finish)
 		}
 	}
-	if st := s.Stats(); st.Cancelled != 1 || st.KV.SlotsActive != 0 {
+	if st := settled(s); st.Cancelled != 1 || st.KV.SlotsActive != 0 {
 		t.Fatalf("stats after: %+v", st)
 	}
 }
@@ -582,7 +582,7 @@ func TestPerSlotLayout(t *testing.T) {
 	if u := collect(t, st).usage; u.CachedTokens < 290 {
 		t.Fatalf("reused %d of the 300-token prefix left in a slot", u.CachedTokens)
 	}
-	if st := s.Stats(); st.KV.SlotsActive != 0 {
+	if st := settled(s); st.KV.SlotsActive != 0 {
 		t.Fatalf("slots active after every request ended: %+v", st.KV)
 	}
 }
@@ -590,4 +590,19 @@ func TestPerSlotLayout(t *testing.T) {
 func isInvalid(err error, param string) bool {
 	var ie *InvalidRequestError
 	return errors.As(err, &ie) && ie.Param == param
+}
+
+// settled returns the scheduler's stats once they show no running sequence
+// and no active slot, or after a minute. Stats are published at the end of
+// a step, a moment after the last events reach their consumers, so a test
+// that has read every stream to its end may see the step before.
+func settled(s *Scheduler) Stats {
+	deadline := time.Now().Add(time.Minute) // liveness bound only
+	for {
+		st := s.Stats()
+		if (st.Running == 0 && st.KV.SlotsActive == 0) || time.Now().After(deadline) {
+			return st
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
