@@ -451,3 +451,27 @@ func TestNothingAllowedIsAnError(t *testing.T) {
 		t.Fatalf("got %d, %v; want 42", tok, err)
 	}
 }
+
+// TestSeqCells: a sequence may use every cell of a unified KV cache, and
+// its own stream (Cells/Sequences, rounded up to 256) otherwise.
+func TestSeqCells(t *testing.T) {
+	m := loadTiny(t)
+	for _, tc := range []struct {
+		perSeq     bool
+		cells, seq int
+		want       int
+	}{
+		{false, 2048, 4, 2048},
+		{true, 2048, 4, 512},
+		{true, 1000, 4, 256},
+	} {
+		c, err := m.NewContext(ContextOptions{Cells: tc.cells, Sequences: tc.seq, PerSequenceKV: tc.perSeq})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.SeqCells(); got != tc.want {
+			t.Errorf("cells %d, %d sequences, per-sequence %v: SeqCells %d, want %d", tc.cells, tc.seq, tc.perSeq, got, tc.want)
+		}
+		c.Close()
+	}
+}
