@@ -35,6 +35,35 @@ func (r Record) TPOT() (time.Duration, bool) {
 	return (r.Latency - r.TTFT) / time.Duration(r.OutputTokens-1), true
 }
 
+// SteadyRate is the aggregate rate of events (tokens, chunks) of several
+// concurrent streams over the window in which all of them run: from the
+// last stream's first event to the last event of all, counting the events
+// after the window opens. Streams with no events are left out. Benchmarks
+// use it to compare steady-state throughput without ramp-up.
+func SteadyRate(streams [][]time.Time) float64 {
+	var t0, t1 time.Time
+	for _, ts := range streams {
+		if len(ts) == 0 {
+			continue
+		}
+		if ts[0].After(t0) {
+			t0 = ts[0]
+		}
+		if ts[len(ts)-1].After(t1) {
+			t1 = ts[len(ts)-1]
+		}
+	}
+	n := 0
+	for _, ts := range streams {
+		for _, t := range ts {
+			if t.After(t0) {
+				n++
+			}
+		}
+	}
+	return float64(n) / t1.Sub(t0).Seconds()
+}
+
 // Dist summarizes a sample of durations, in milliseconds.
 type Dist struct {
 	Mean   float64 `json:"mean_ms"`

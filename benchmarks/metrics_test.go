@@ -69,3 +69,21 @@ func TestSummarizeAndGoodput(t *testing.T) {
 		}
 	}
 }
+
+func TestSteadyRate(t *testing.T) {
+	at := func(offsets ...int) []time.Time {
+		base := time.Unix(1000, 0)
+		out := make([]time.Time, len(offsets))
+		for i, o := range offsets {
+			out[i] = base.Add(time.Duration(o) * ms)
+		}
+		return out
+	}
+	// The window opens at 200 ms (the second stream's first event) and
+	// closes at 1200 ms; 4 events fall after its opening (300, 500, 700,
+	// 1200): 4 per second. The empty stream is left out.
+	got := SteadyRate([][]time.Time{at(0, 100, 300, 500), at(200, 700, 1200), nil})
+	if want := 4.0; got != want {
+		t.Fatalf("SteadyRate = %v events/s, want %v", got, want)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmux/llmux/benchmarks"
 	"github.com/llmux/llmux/engine"
 	"github.com/llmux/llmux/models/modeltest"
 )
@@ -97,24 +98,7 @@ func streamsOnce(b *testing.B, m *engine.Model, n int) float64 {
 		}()
 	}
 	wg.Wait()
-	var t0, t1 time.Time
-	for _, ts := range times {
-		if ts[0].After(t0) {
-			t0 = ts[0]
-		}
-		if ts[len(ts)-1].After(t1) {
-			t1 = ts[len(ts)-1]
-		}
-	}
-	tokens := 0
-	for _, ts := range times {
-		for _, t := range ts {
-			if t.After(t0) {
-				tokens++
-			}
-		}
-	}
-	return float64(tokens) / t1.Sub(t0).Seconds()
+	return benchmarks.SteadyRate(times)
 }
 
 // BenchmarkPrefillInterference: time to first token of short requests that

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmux/llmux/benchmarks"
 	"github.com/llmux/llmux/engine"
 	"github.com/llmux/llmux/models/modeltest"
 	"github.com/llmux/llmux/scheduler"
@@ -97,7 +98,7 @@ func sseOverhead(b *testing.B, m *engine.Model, handoff time.Duration) {
 			}()
 		}
 		wg.Wait()
-		inproc += windowRate(times)
+		inproc += benchmarks.SteadyRate(times)
 		itlIn = append(itlIn, gaps(times)...)
 		// Over HTTP.
 		times = make([][]time.Time, streams)
@@ -117,7 +118,7 @@ func sseOverhead(b *testing.B, m *engine.Model, handoff time.Duration) {
 			}()
 		}
 		wg.Wait()
-		overHTTP += windowRate(times)
+		overHTTP += benchmarks.SteadyRate(times)
 		itlHTTP = append(itlHTTP, gaps(times)...)
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
@@ -193,32 +194,6 @@ func sseStream(b *testing.B, url, id, prompt string, maxTokens int) []time.Time 
 		}
 	}
 	return out
-}
-
-// windowRate is the aggregate rate over the window in which every stream
-// has started and not all have finished.
-func windowRate(times [][]time.Time) float64 {
-	var t0, t1 time.Time
-	for _, ts := range times {
-		if len(ts) == 0 {
-			continue
-		}
-		if ts[0].After(t0) {
-			t0 = ts[0]
-		}
-		if ts[len(ts)-1].After(t1) {
-			t1 = ts[len(ts)-1]
-		}
-	}
-	n := 0
-	for _, ts := range times {
-		for _, t := range ts {
-			if t.After(t0) {
-				n++
-			}
-		}
-	}
-	return float64(n) / t1.Sub(t0).Seconds()
 }
 
 func listen(b *testing.B) net.Listener {
