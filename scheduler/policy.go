@@ -74,15 +74,20 @@ func Schedule(seqs []SeqView, lim Limits) Plan {
 		}
 	}
 	aged := func(s SeqView) bool { return lim.AgingAfter > 0 && s.Waited >= lim.AgingAfter }
-	urgent := func(a, b SeqView) int {
+	// first orders by what always comes first: aged sequences, then
+	// priority (lower first).
+	first := func(a, b SeqView) int {
 		if x, y := aged(a), aged(b); x != y {
 			if x {
 				return -1
 			}
 			return 1
 		}
-		if a.Priority != b.Priority {
-			return a.Priority - b.Priority
+		return a.Priority - b.Priority
+	}
+	urgent := func(a, b SeqView) int {
+		if c := first(a, b); c != 0 {
+			return c
 		}
 		if a.Arrival < b.Arrival {
 			return -1
@@ -117,14 +122,8 @@ func Schedule(seqs []SeqView, lim Limits) Plan {
 	budget -= need
 	chunk := max(1, lim.Chunk)
 	slices.SortFunc(prefill, func(a, b SeqView) int {
-		if x, y := aged(a), aged(b); x != y {
-			if x {
-				return -1
-			}
-			return 1
-		}
-		if a.Priority != b.Priority {
-			return a.Priority - b.Priority
+		if c := first(a, b); c != 0 {
+			return c
 		}
 		if ra, rb := (a.Pending+chunk-1)/chunk, (b.Pending+chunk-1)/chunk; ra != rb {
 			return ra - rb
