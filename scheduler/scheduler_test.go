@@ -127,17 +127,17 @@ func alone(t testing.TB, m *engine.Model, ps []string, maxTokens int) [][]int32 
 	return out
 }
 
-func TestConcurrentRequestsCompleteAndMatchAlone(t *testing.T) {
-	m := loadModel(t, "tiny")
-	s := start(t, m, Options{Parallel: 8, Cells: 4096})
-	ps := prompts(32)
+// concurrently submits every prompt at once (greedy, ignore_eos, request i
+// capped at maxTokens(i) tokens) and collects each stream.
+func concurrently(t testing.TB, s *Scheduler, m *engine.Model, ps []string, maxTokens func(int) int) []result {
+	t.Helper()
 	results := make([]result, len(ps))
 	var wg sync.WaitGroup
 	for i, p := range ps {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			st, err := s.Submit(context.Background(), Request{ID: fmt.Sprint(i), Prompt: tokenize(t, m, p), MaxTokens: 8 + i%17, IgnoreEOS: true})
+			st, err := s.Submit(context.Background(), Request{ID: fmt.Sprint(i), Prompt: tokenize(t, m, p), MaxTokens: maxTokens(i), IgnoreEOS: true})
 			if err != nil {
 				t.Error(err)
 				return
@@ -146,6 +146,14 @@ func TestConcurrentRequestsCompleteAndMatchAlone(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	return results
+}
+
+func TestConcurrentRequestsCompleteAndMatchAlone(t *testing.T) {
+	m := loadModel(t, "tiny")
+	s := start(t, m, Options{Parallel: 8, Cells: 4096})
+	ps := prompts(32)
+	results := concurrently(t, s, m, ps, func(i int) int { return 8 + i%17 })
 	ref := alone(t, m, ps, 24)
 	for i, r := range results {
 		want := 8 + i%17
@@ -523,21 +531,7 @@ func TestPerSlotLayout(t *testing.T) {
 		t.Fatalf("per-slot context %d, want 2048/4 = 512", got)
 	}
 	ps := prompts(12)
-	results := make([]result, len(ps))
-	var wg sync.WaitGroup
-	for i, p := range ps {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			st, err := s.Submit(context.Background(), Request{Prompt: tokenize(t, m, p), MaxTokens: 16, IgnoreEOS: true})
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			results[i] = collect(t, st)
-		}()
-	}
-	wg.Wait()
+	results := concurrently(t, s, m, ps, func(int) int { return 16 })
 	ref := alone(t, m, ps, 16)
 	for i, r := range results {
 		if len(r.tokens) != 1 || !slices.Equal(r.tokens[0], ref[i]) {
