@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/llmux/llmux/engine"
+	"github.com/llmux/llmux/llm"
 )
 
 func chatWithTools(t *testing.T, body string) *ChatRequest {
@@ -72,11 +73,14 @@ func TestToolGrammars(t *testing.T) {
 		if !r.ToolsActive() {
 			t.Fatalf("%s: tools not active", extra)
 		}
-		sreq, e := r.Request([]int32{1, 2}, -1, 1)
-		if e != nil {
-			t.Fatalf("%s: %v", extra, e)
+		p := r.Params(-1, 1)
+		if p.Constraint == nil || p.Constraint.Kind != llm.JSONSchema || p.Constraint.Param != "tools" {
+			t.Fatalf("%s: constraint %+v", extra, p.Constraint)
 		}
-		g := sreq.Sampling.Grammar
+		g, err := engine.SchemaToGrammar(p.Constraint.Schema)
+		if err != nil {
+			t.Fatalf("%s: %v", extra, err)
+		}
 		if !strings.Contains(g, "get_weather") || !strings.Contains(g, "tool_calls") {
 			t.Fatalf("%s: grammar lacks the tool form:\n%s", extra, g)
 		}
@@ -84,14 +88,12 @@ func TestToolGrammars(t *testing.T) {
 			t.Fatalf("%s: response form in grammar = %v", extra, auto)
 		}
 	}
-	// A parameters schema that llama.cpp cannot turn into a grammar is the
-	// client's error.
+	// A parameters schema that llama.cpp cannot turn into a grammar fails
+	// behind the boundary, attributed to tools.
 	bad := chatWithTools(t, `{`+msgs+`,"tools":[{"type":"function","function":{"name":"f","parameters":{"$ref":"#/nowhere"}}}]}`)
-	if _, e := bad.Request([]int32{1}, -1, 1); e == nil || *e.Param != "tools" {
-		t.Fatalf("unresolvable $ref: %v", e)
-	}
-	if _, err := engine.SchemaToGrammar(chatWithTools(t, `{`+msgs+`,"tools":[`+weatherTool+`]}`).toolSchema()); err != nil {
-		t.Fatal(err)
+	p := bad.Params(-1, 1)
+	if _, err := engine.SchemaToGrammar(p.Constraint.Schema); err == nil || p.Constraint.Param != "tools" {
+		t.Fatalf("unresolvable $ref: %v, param %q", err, p.Constraint.Param)
 	}
 }
 

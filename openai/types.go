@@ -318,6 +318,10 @@ type Model struct {
 	OwnedBy string `json:"owned_by"`
 	// Extensions.
 	MaxModelLen int `json:"max_model_len,omitempty"`
+	// Parent is an adapter's base model (vLLM's field).
+	Parent string `json:"parent,omitempty"`
+	// State is loaded, loading or available.
+	State string `json:"state,omitempty"`
 }
 
 // ModelList is GET /v1/models.

@@ -3,10 +3,10 @@ package openai
 import (
 	"encoding/json"
 	"math"
+	"slices"
 	"strconv"
 
-	"github.com/llmux/llmux/engine"
-	"github.com/llmux/llmux/scheduler"
+	"github.com/llmux/llmux/llm"
 )
 
 // Limits bound what a request may ask for. They live in one place so every
@@ -202,55 +202,42 @@ func (s *Sampling) validate(l Limits, mi ModelInfo) *Error {
 	return nil
 }
 
-// grammar returns the GBNF grammar response_format asks for, or "".
-func (s *Sampling) grammar() (string, *Error) {
+// constraint returns the JSON form response_format asks for, or nil.
+func (s *Sampling) constraint() *llm.Constraint {
 	rf := s.ResponseFormat
 	if rf == nil {
-		return "", nil
+		return nil
 	}
 	switch rf.Type {
 	case "json_object":
-		return engine.JSONGrammar, nil
+		return &llm.Constraint{Kind: llm.JSONObject, Param: "response_format"}
 	case "json_schema":
-		g, err := engine.SchemaToGrammar(rf.JSONSchema.Schema)
-		if err != nil {
-			return "", Invalid("response_format.json_schema", "json_schema could not be converted to a grammar: %v", err)
-		}
-		return g, nil
+		return &llm.Constraint{Kind: llm.JSONSchema, Schema: rf.JSONSchema.Schema, Param: "response_format.json_schema"}
 	}
-	return "", nil
+	return nil
 }
 
-// Request converts a validated chat request to a scheduler request for its
-// tokenized prompt: max_completion_tokens wins over max_tokens, and active
-// tools constrain the answer to their JSON form. topLogprobs < 0 means no
+// Params converts a validated chat request's sampling fields:
+// max_completion_tokens wins over max_tokens, and active tools constrain
+// the answer to their JSON form. topLogprobs < 0 means no
 // log-probabilities.
-func (r *ChatRequest) Request(prompt []int32, topLogprobs int, seed uint32) (scheduler.Request, *Error) {
+func (r *ChatRequest) Params(topLogprobs int, seed uint32) llm.Params {
 	maxTokens := r.MaxTokens
 	if r.MaxCompletionTokens != nil {
 		maxTokens = r.MaxCompletionTokens
 	}
-	sreq, e := r.Sampling.Request(prompt, maxTokens, topLogprobs, seed)
-	if e != nil || !r.ToolsActive() {
-		return sreq, e
+	p := r.Sampling.Params(maxTokens, topLogprobs, seed)
+	if r.ToolsActive() {
+		p.Constraint = &llm.Constraint{Kind: llm.JSONSchema, Schema: r.toolSchema(), Param: "tools"}
 	}
-	g, err := engine.SchemaToGrammar(r.toolSchema())
-	if err != nil {
-		return sreq, Invalid("tools", "the tools' parameter schemas could not be converted to a grammar: %v", err)
-	}
-	sreq.Sampling.Grammar = g
-	return sreq, nil
+	return p
 }
 
-// Request converts the validated fields to a scheduler request for a
-// tokenized prompt. maxTokens is the max_tokens in effect (nil: until the
-// context is full); topLogprobs < 0 means no log-probabilities.
-func (s *Sampling) Request(prompt []int32, maxTokens *int, topLogprobs int, seed uint32) (scheduler.Request, *Error) {
-	g, e := s.grammar()
-	if e != nil {
-		return scheduler.Request{}, e
-	}
-	p := engine.SamplingParams{Temperature: 1, Seed: seed, Grammar: g}
+// Params converts the validated fields. maxTokens is the max_tokens in
+// effect (nil: until the context is full); topLogprobs < 0 means no
+// log-probabilities.
+func (s *Sampling) Params(maxTokens *int, topLogprobs int, seed uint32) llm.Params {
+	p := llm.Params{Temperature: 1, Seed: seed, Constraint: s.constraint(), Stop: s.Stop, IgnoreEOS: s.IgnoreEOS, Priority: s.Priority, N: 1}
 	if s.Temperature != nil {
 		p.Temperature = float32(*s.Temperature)
 	}
@@ -272,28 +259,20 @@ func (s *Sampling) Request(prompt []int32, maxTokens *int, topLogprobs int, seed
 	if s.FrequencyPenalty != nil {
 		p.FrequencyPenalty = float32(*s.FrequencyPenalty)
 	}
-	if len(s.LogitBias) > 0 {
-		p.LogitBias = make(map[int32]float32, len(s.LogitBias))
-		for k, v := range s.LogitBias {
-			id, _ := strconv.Atoi(k)
-			b := float32(v)
-			if v <= -100 {
-				b = float32(math.Inf(-1)) // OpenAI: -100 bans the token
-			}
-			p.LogitBias[int32(id)] = b
-		}
+	for k, v := range s.LogitBias {
+		id, _ := strconv.Atoi(k)
+		// OpenAI: -100 bans the token.
+		p.LogitBias = append(p.LogitBias, llm.Bias{Token: int32(id), Bias: float32(v), Ban: v <= -100})
 	}
-	r := scheduler.Request{
-		Prompt: prompt, Sampling: p, Stop: s.Stop, IgnoreEOS: s.IgnoreEOS, Priority: s.Priority, N: 1,
-	}
+	slices.SortFunc(p.LogitBias, func(a, b llm.Bias) int { return int(a.Token) - int(b.Token) })
 	if s.N != nil {
-		r.N = *s.N
+		p.N = *s.N
 	}
 	if maxTokens != nil {
-		r.MaxTokens = *maxTokens
+		p.MaxTokens = *maxTokens
 	}
 	if topLogprobs >= 0 {
-		r.Logprobs, r.TopLogprobs = true, topLogprobs
+		p.Logprobs, p.TopLogprobs = true, topLogprobs
 	}
-	return r, nil
+	return p
 }

@@ -56,7 +56,7 @@ func sseOverhead(b *testing.B, m *engine.Model, handoff time.Duration) {
 	ctx, cancel := context.WithCancel(context.Background())
 	go sched.Run(ctx)
 	defer func() { cancel(); sched.Close() }()
-	srv := New(sched, Options{ModelName: "m"})
+	srv := New(backendFor(b, sched, "m"), Options{})
 	var mu sync.Mutex
 	emitted := map[string][]time.Time{}
 	var serverLat []time.Duration // emission to the chunk flushed to the socket

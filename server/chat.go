@@ -2,48 +2,28 @@ package server
 
 import (
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/llmux/llmux/engine"
+	"github.com/llmux/llmux/llm"
 	"github.com/llmux/llmux/openai"
-	"github.com/llmux/llmux/scheduler"
 )
 
-// renderChat turns messages into the prompt text with the model's chat
-// template. A model without a template llama.cpp recognizes gets the
-// documented fallback: the message contents joined by blank lines, with no
-// role markers (so a plain language model such as stories260K continues
-// the user's text).
-func (s *Server) renderChat(msgs []openai.Message) (text string, templated bool) {
-	cm := make([]engine.ChatMessage, len(msgs))
+// chatMessages turns the request's messages (tools rendered as text) into
+// boundary messages.
+func chatMessages(msgs []openai.Message) []llm.Message {
+	out := make([]llm.Message, len(msgs))
 	for i, m := range msgs {
-		cm[i] = engine.ChatMessage{Role: m.Role, Content: m.Content.Text}
+		out[i] = llm.Message{Role: m.Role, Content: m.Content.Text}
 	}
-	if out, err := engine.ApplyChatTemplate(s.model.ChatTemplate(), cm, true); err == nil {
-		return out, true
-	}
-	parts := make([]string, 0, len(msgs))
-	for _, m := range msgs {
-		if m.Content.Text != "" {
-			parts = append(parts, m.Content.Text)
-		}
-	}
-	return strings.Join(parts, "\n\n"), false
+	return out
 }
 
 func (s *Server) handleChat(c *gin.Context) {
 	var req openai.ChatRequest
-	mi, ok := s.parseGeneration(c, &req, &req.Model)
+	_, ok := s.parseGeneration(c, &req, &req.Model)
 	if !ok {
-		return
-	}
-	text, templated := s.renderChat(req.TemplateMessages())
-	prompt, err := s.model.Tokenize(text, true, templated)
-	if err != nil {
-		s.fail(c, openai.Invalid("messages", "could not tokenize the messages: %v", err))
 		return
 	}
 	top := -1
@@ -53,40 +33,36 @@ func (s *Server) handleChat(c *gin.Context) {
 			top = *req.TopLogprobs
 		}
 	}
-	sreq, e := req.Request(prompt, top, seedFor(req.Seed))
-	if e != nil {
-		s.fail(c, e)
-		return
-	}
-	sreq.ID, sreq.Model = requestIDOf(c), req.Model
-	if len(prompt) >= mi.Context {
-		s.fail(c, openai.InvalidCode("messages", "context_length_exceeded", "the messages are %d tokens long, but this model's context holds %d", len(prompt), mi.Context))
+	lreq := &llm.Request{ID: requestIDOf(c), Model: req.Model, Messages: chatMessages(req.TemplateMessages()), Params: req.Params(top, seedFor(req.Seed))}
+	st, err := s.start(c.Request.Context(), lreq)
+	if err != nil {
+		s.fail(c, err)
 		return
 	}
 	id := newID("chatcmpl-")
 	created := time.Now().Unix()
+	n := max(lreq.Params.N, 1)
 	if req.Stream {
-		s.streamChat(c, req, sreq, id, created)
+		s.streamChat(c, req, st, n, id, created)
 		return
 	}
-	n := sreq.N
 	var lps []*openai.ChatLogprobs
-	var each func(choiceEvent)
+	var each func(llm.Event)
 	if req.Logprobs {
 		lps = make([]*openai.ChatLogprobs, n)
 		for i := range lps {
 			lps[i] = &openai.ChatLogprobs{Content: []openai.TokenLogprob{}}
 		}
-		each = func(ev choiceEvent) {
+		each = func(ev llm.Event) {
 			lps[ev.Index].Content = append(lps[ev.Index].Content, s.chatLogprobs(ev.Tokens)...)
 		}
 	}
-	out, err := s.collect(c.Request.Context(), []scheduler.Request{sreq}, n, nil, each)
+	out, err := s.collect(c.Request.Context(), st, req.Model, n, nil, each)
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
-	resp := openai.ChatCompletion{ID: id, Object: "chat.completion", Created: created, Model: req.Model, SystemFingerprint: s.fingerprint, Usage: &out.gen.usage}
+	resp := openai.ChatCompletion{ID: id, Object: "chat.completion", Created: created, Model: req.Model, SystemFingerprint: s.fingerprint(req.Model), Usage: &out.gen.usage}
 	tools := req.ToolsActive()
 	for i := range n {
 		content := out.texts[i].String()
@@ -107,27 +83,27 @@ func (s *Server) handleChat(c *gin.Context) {
 	c.JSON(200, resp)
 }
 
-func (s *Server) chatLogprobs(toks []scheduler.TokenInfo) []openai.TokenLogprob {
+func (s *Server) chatLogprobs(toks []llm.Token) []openai.TokenLogprob {
 	out := make([]openai.TokenLogprob, 0, len(toks))
 	for _, t := range toks {
-		lp := openai.TokenLogprob{Token: string(t.Piece), Logprob: float64(t.Logprob), Bytes: bytesOf(t.Piece), TopLogprobs: []openai.TopLogprob{}}
+		lp := openai.TokenLogprob{Token: string(t.Bytes), Logprob: float64(t.Logprob), Bytes: bytesOf(t.Bytes), TopLogprobs: []openai.TopLogprob{}}
 		for _, alt := range t.Top {
-			p := s.model.Piece(alt.Token)
-			lp.TopLogprobs = append(lp.TopLogprobs, openai.TopLogprob{Token: string(p), Logprob: float64(alt.Logprob), Bytes: bytesOf(p)})
+			lp.TopLogprobs = append(lp.TopLogprobs, openai.TopLogprob{Token: string(alt.Bytes), Logprob: float64(alt.Logprob), Bytes: bytesOf(alt.Bytes)})
 		}
 		out = append(out, lp)
 	}
 	return out
 }
 
-func (s *Server) streamChat(c *gin.Context, req openai.ChatRequest, sreq scheduler.Request, id string, created int64) {
+func (s *Server) streamChat(c *gin.Context, req openai.ChatRequest, st llm.Stream, n int, id string, created int64) {
+	fp := s.fingerprint(req.Model)
 	chunk := func(choices []openai.ChatChunkChoice) openai.ChatChunk {
-		return openai.ChatChunk{ID: id, Object: "chat.completion.chunk", Created: created, Model: req.Model, SystemFingerprint: s.fingerprint, Choices: choices}
+		return openai.ChatChunk{ID: id, Object: "chat.completion.chunk", Created: created, Model: req.Model, SystemFingerprint: fp, Choices: choices}
 	}
 	var toolStreams map[int]*openai.ToolStream
 	if req.ToolsActive() {
-		toolStreams = make(map[int]*openai.ToolStream, sreq.N)
-		for i := range sreq.N {
+		toolStreams = make(map[int]*openai.ToolStream, n)
+		for i := range n {
 			toolStreams[i] = &openai.ToolStream{}
 		}
 	}
@@ -140,19 +116,19 @@ func (s *Server) streamChat(c *gin.Context, req openai.ChatRequest, sreq schedul
 		startSSE(c)
 		// Each choice opens with the assistant role, as OpenAI does.
 		empty := ""
-		for i := range sreq.N {
+		for i := range n {
 			if err := writeSSE(c, chunk([]openai.ChatChunkChoice{{Index: i, Delta: openai.ChatDelta{Role: "assistant", Content: &empty}}})); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	g, err := s.generate(c.Request.Context(), []scheduler.Request{sreq}, func(ev choiceEvent) error {
+	g, err := s.consume(c.Request.Context(), st, req.Model, func(ev llm.Event) error {
 		if err := begin(); err != nil {
 			return err
 		}
-		if ev.Err != nil {
-			return ev.Err
+		if ev.Error != nil {
+			return ev.Error
 		}
 		choice := openai.ChatChunkChoice{Index: ev.Index, FinishReason: finishString(ev.Finish)}
 		t := ev.Text

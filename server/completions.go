@@ -5,69 +5,55 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/llmux/llmux/llm"
 	"github.com/llmux/llmux/openai"
-	"github.com/llmux/llmux/scheduler"
 )
 
 func (s *Server) handleCompletions(c *gin.Context) {
 	var req openai.CompletionRequest
-	mi, ok := s.parseGeneration(c, &req, &req.Model)
+	_, ok := s.parseGeneration(c, &req, &req.Model)
 	if !ok {
 		return
 	}
-	// One scheduler request per prompt.
-	prompts := req.Prompt.Tokens
+	var prompts []llm.Prompt
+	for _, t := range req.Prompt.Tokens {
+		prompts = append(prompts, llm.Prompt{Tokens: t, Tokenized: true})
+	}
 	for _, t := range req.Prompt.Texts {
-		toks, err := s.model.Tokenize(t, true, false)
-		if err != nil {
-			s.fail(c, openai.Invalid("prompt", "could not tokenize the prompt: %v", err))
-			return
-		}
-		prompts = append(prompts, toks)
+		prompts = append(prompts, llm.Prompt{Text: t})
 	}
 	top := -1
 	if req.Logprobs != nil {
 		top = *req.Logprobs
 	}
-	seed := seedFor(req.Seed)
-	var reqs []scheduler.Request
-	var echo []string
-	for i, p := range prompts {
-		if len(p) >= mi.Context {
-			s.fail(c, openai.InvalidCode("prompt", "context_length_exceeded", "prompt %d is %d tokens long, but this model's context holds %d", i, len(p), mi.Context))
-			return
-		}
-		r, e := req.Sampling.Request(p, req.MaxTokens, top, seed)
-		if e != nil {
-			s.fail(c, e)
-			return
-		}
-		r.ID, r.Model = requestIDOf(c), req.Model
-		reqs = append(reqs, r)
-		if req.Echo {
-			echo = append(echo, s.model.Detokenize(p))
-		}
+	lreq := &llm.Request{ID: requestIDOf(c), Model: req.Model, Prompts: prompts, Echo: req.Echo, Params: req.Sampling.Params(req.MaxTokens, top, seedFor(req.Seed))}
+	st, err := s.start(c.Request.Context(), lreq)
+	if err != nil {
+		s.fail(c, err)
+		return
 	}
-	n := reqs[0].N
-	total := n * len(reqs)
+	echo := st.Header().Echo
+	n := max(lreq.Params.N, 1)
+	total := n * len(prompts)
 	echoFor := func(index int) string {
-		if !req.Echo {
+		if !req.Echo || index/n >= len(echo) {
 			return ""
 		}
 		return echo[index/n]
 	}
 	id := newID("cmpl-")
 	created := time.Now().Unix()
+	fp := s.fingerprint(req.Model)
 	resp := func(choices []openai.CompletionChoice) openai.Completion {
-		return openai.Completion{ID: id, Object: "text_completion", Created: created, Model: req.Model, SystemFingerprint: s.fingerprint, Choices: choices}
+		return openai.Completion{ID: id, Object: "text_completion", Created: created, Model: req.Model, SystemFingerprint: fp, Choices: choices}
 	}
 	if req.Stream {
 		started := false
 		echoed := make([]bool, total)
 		offsets := make([]int, total)
-		g, err := s.generate(c.Request.Context(), reqs, func(ev choiceEvent) error {
-			if ev.Err != nil {
-				return ev.Err
+		g, err := s.consume(c.Request.Context(), st, req.Model, func(ev llm.Event) error {
+			if ev.Error != nil {
+				return ev.Error
 			}
 			if !started {
 				started = true
@@ -105,9 +91,9 @@ func (s *Server) handleCompletions(c *gin.Context) {
 	for i := range offsets {
 		offsets[i] = len(echoFor(i))
 	}
-	var each func(choiceEvent)
+	var each func(llm.Event)
 	if top >= 0 {
-		each = func(ev choiceEvent) {
+		each = func(ev llm.Event) {
 			if len(ev.Tokens) == 0 {
 				return
 			}
@@ -123,7 +109,7 @@ func (s *Server) handleCompletions(c *gin.Context) {
 			x.TextOffset = append(x.TextOffset, lp.TextOffset...)
 		}
 	}
-	res, err := s.collect(c.Request.Context(), reqs, total, echoFor, each)
+	res, err := s.collect(c.Request.Context(), st, req.Model, total, echoFor, each)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -139,16 +125,16 @@ func (s *Server) handleCompletions(c *gin.Context) {
 
 // completionLogprobs builds the legacy logprobs object; offset tracks the
 // text offset of the next token within the choice.
-func (s *Server) completionLogprobs(toks []scheduler.TokenInfo, offset *int) *openai.CompletionLogprobs {
+func (s *Server) completionLogprobs(toks []llm.Token, offset *int) *openai.CompletionLogprobs {
 	lp := &openai.CompletionLogprobs{}
 	for _, t := range toks {
-		lp.Tokens = append(lp.Tokens, string(t.Piece))
+		lp.Tokens = append(lp.Tokens, string(t.Bytes))
 		lp.TokenLogprobs = append(lp.TokenLogprobs, float64(t.Logprob))
 		lp.TextOffset = append(lp.TextOffset, *offset)
-		*offset += len(t.Piece)
+		*offset += len(t.Bytes)
 		top := map[string]float64{}
 		for _, alt := range t.Top {
-			top[string(s.model.Piece(alt.Token))] = float64(alt.Logprob)
+			top[string(alt.Bytes)] = float64(alt.Logprob)
 		}
 		lp.TopLogprobs = append(lp.TopLogprobs, top)
 	}

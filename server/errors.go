@@ -13,9 +13,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/llmux/llmux/engine"
+	"github.com/llmux/llmux/llm"
 	"github.com/llmux/llmux/openai"
-	"github.com/llmux/llmux/scheduler"
 )
 
 // errorFor maps any error to an API error: its status and OpenAI body.
@@ -23,27 +22,44 @@ import (
 func errorFor(err error) *openai.Error {
 	var (
 		ae *openai.Error
-		ie *scheduler.InvalidRequestError
-		oe *scheduler.OverloadError
+		le *llm.Error
 	)
 	switch {
 	case errors.As(err, &ae):
 		return ae
-	case errors.As(err, &ie):
-		if ie.Code != "" {
-			return openai.InvalidCode(ie.Param, ie.Code, "%s", ie.Message)
-		}
-		return openai.Invalid(ie.Param, "%s", ie.Message)
-	case errors.As(err, &oe):
-		return openai.Overloaded(oe.Error(), oe.RetryAfter)
-	case errors.Is(err, engine.ErrNoAllowedToken):
-		return openai.Invalid("logit_bias", "the request's logit_bias and response_format leave no token the model may emit")
-	case errors.Is(err, scheduler.ErrClosed):
-		return openai.Unavailable("the model is shutting down")
+	case errors.As(err, &le):
+		return apiError(le)
 	case errors.Is(err, context.DeadlineExceeded):
 		return &openai.Error{Status: http.StatusGatewayTimeout, Type: openai.TypeServer, Message: "request timed out"}
 	}
 	return openai.Internal(err.Error())
+}
+
+// apiError maps a backend error's code to its status and OpenAI body.
+func apiError(e *llm.Error) *openai.Error {
+	switch e.Code {
+	case llm.CodeInvalid:
+		return openai.Invalid(e.Param, "%s", e.Message)
+	case llm.CodeContextLength:
+		return openai.InvalidCode(e.Param, string(e.Code), "%s", e.Message)
+	case llm.CodeModelNotFound:
+		return openai.NotFound(e.Param, string(e.Code), "%s", e.Message)
+	case llm.CodeOverloaded:
+		return openai.Overloaded(e.Message, e.RetryAfter)
+	case llm.CodeUnavailable:
+		return openai.Unavailable(e.Message)
+	case llm.CodeTimeout:
+		return &openai.Error{Status: http.StatusGatewayTimeout, Type: openai.TypeServer, Message: e.Message}
+	case llm.CodeLoadFailed:
+		ae := openai.Internal(e.Message)
+		code := string(e.Code)
+		ae.Code = &code
+		return ae
+	case llm.CodeCancelled:
+		// The client left; whatever is written goes nowhere.
+		return &openai.Error{Status: 499, Type: openai.TypeInvalidRequest, Message: e.Message}
+	}
+	return openai.Internal(e.Message)
 }
 
 // fail writes err as an OpenAI error response and aborts the chain.

@@ -3,147 +3,74 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
-	"errors"
+	"encoding/hex"
 	"fmt"
-	"io"
 	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/llmux/llmux/llm"
 	"github.com/llmux/llmux/openai"
-	"github.com/llmux/llmux/scheduler"
 )
 
-// choiceEvent is a scheduler event with its choice index across all the
-// prompts of one HTTP request.
-type choiceEvent struct {
-	scheduler.Event
-	Index int
-}
-
-// generation is the outcome of submitting one HTTP request's prompts.
+// generation is the outcome of one HTTP request's generation.
 type generation struct {
 	usage   openai.Usage
-	timings scheduler.Timings
+	timings llm.Timings
 }
 
-// generate submits every request (one per prompt, each with n choices),
-// then hands their events to onEvent in the calling goroutine, in arrival
-// order. It returns after every stream has ended, or when onEvent fails
-// (the client went away), abandoning the rest.
-func (s *Server) generate(ctx context.Context, reqs []scheduler.Request, onEvent func(choiceEvent) error) (generation, error) {
+// start submits req to the backend.
+func (s *Server) start(ctx context.Context, req *llm.Request) (llm.Stream, error) {
+	st, e := s.backend.Generate(ctx, req)
+	if e != nil {
+		return nil, e
+	}
+	return st, nil
+}
+
+// consume hands st's events to onEvent in the calling goroutine, in
+// arrival order, and returns the request's usage once the stream has
+// ended, or when onEvent fails (the client went away), abandoning the
+// rest. The stream is closed on return.
+func (s *Server) consume(ctx context.Context, st llm.Stream, model string, onEvent func(llm.Event) error) (generation, error) {
+	defer st.Close()
 	var g generation
-	streams := make([]*scheduler.Stream, 0, len(reqs))
-	closeAll := func() {
-		for _, st := range streams {
+	var firstErr error
+	for {
+		ev, ok := st.Recv(ctx)
+		if !ok {
+			if firstErr == nil {
+				firstErr = ctx.Err()
+			}
+			break
+		}
+		if ev.Final {
+			if u := ev.Usage; u != nil {
+				g.usage.PromptTokens, g.usage.CompletionTokens = u.PromptTokens, u.CompletionTokens
+				if u.CachedTokens > 0 {
+					g.usage.PromptTokensDetails = &openai.PromptTokensDetails{CachedTokens: u.CachedTokens}
+				}
+				g.timings = u.Timings
+			}
+			if ev.Error != nil && firstErr == nil {
+				firstErr = ev.Error
+			}
+			break
+		}
+		if firstErr != nil {
+			continue
+		}
+		if err := onEvent(ev); err != nil {
+			firstErr = err
 			st.Close()
 		}
 	}
-	for _, r := range reqs {
-		st, err := s.sched.Submit(ctx, r)
-		if err != nil {
-			closeAll()
-			return g, err
-		}
-		streams = append(streams, st)
-	}
-	defer closeAll()
-	final := func(u *scheduler.Usage) {
-		if u == nil {
-			return
-		}
-		g.usage.PromptTokens += u.PromptTokens
-		g.usage.CompletionTokens += u.CompletionTokens
-		if u.CachedTokens > 0 {
-			if g.usage.PromptTokensDetails == nil {
-				g.usage.PromptTokensDetails = &openai.PromptTokensDetails{}
-			}
-			g.usage.PromptTokensDetails.CachedTokens += u.CachedTokens
-		}
-		if g.timings.TTFT == 0 {
-			g.timings = u.Timings
-		}
-	}
-	var firstErr error
-	if len(streams) == 1 {
-		// One prompt: read in this goroutine, with no hop in between.
-		for {
-			ev, err := streams[0].Recv(ctx)
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				firstErr = err
-				break
-			}
-			if ev.Final {
-				final(ev.Usage)
-				continue
-			}
-			if err := onEvent(choiceEvent{Event: ev, Index: ev.Index}); err != nil {
-				firstErr = err
-				break
-			}
-		}
-	} else {
-		firstErr = s.fanIn(ctx, streams, reqs, onEvent, final, closeAll)
-	}
 	g.usage.TotalTokens = g.usage.PromptTokens + g.usage.CompletionTokens
-	s.metrics.observe(g)
+	s.metrics.observe(model, g)
 	return g, firstErr
-}
-
-// fanIn merges several prompts' streams, offsetting each one's choice
-// indices, and hands their events to onEvent in the calling goroutine.
-func (s *Server) fanIn(ctx context.Context, streams []*scheduler.Stream, reqs []scheduler.Request, onEvent func(choiceEvent) error, final func(*scheduler.Usage), closeAll func()) error {
-	type tagged struct {
-		ev   scheduler.Event
-		base int
-		err  error
-		end  bool
-	}
-	ch := make(chan tagged, 64)
-	base := 0
-	for i, st := range streams {
-		b := base
-		base += max(reqs[i].N, 1)
-		go func() {
-			for {
-				ev, err := st.Recv(ctx)
-				if err != nil {
-					if errors.Is(err, io.EOF) {
-						err = nil
-					}
-					ch <- tagged{err: err, end: true}
-					return
-				}
-				ch <- tagged{ev: ev, base: b}
-			}
-		}()
-	}
-	var firstErr error
-	for open := len(streams); open > 0; {
-		t := <-ch
-		switch {
-		case t.end:
-			open--
-			if t.err != nil && firstErr == nil {
-				firstErr = t.err
-			}
-		case t.ev.Final:
-			final(t.ev.Usage)
-		case firstErr != nil:
-			// Draining after a failure.
-		default:
-			if err := onEvent(choiceEvent{Event: t.ev, Index: t.base + t.ev.Index}); err != nil {
-				firstErr = err
-				closeAll()
-			}
-		}
-	}
-	return firstErr
 }
 
 // collected is the whole output of a non-streamed request.
@@ -157,7 +84,7 @@ type collected struct {
 // finish reason (texts start with prefix(i), for echo), hands every event to
 // each (for log-probabilities), and turns the first choice error into the
 // request's error.
-func (s *Server) collect(ctx context.Context, reqs []scheduler.Request, choices int, prefix func(int) string, each func(choiceEvent)) (*collected, error) {
+func (s *Server) collect(ctx context.Context, st llm.Stream, model string, choices int, prefix func(int) string, each func(llm.Event)) (*collected, error) {
 	out := &collected{texts: make([]strings.Builder, choices), finish: make([]*string, choices)}
 	if prefix != nil {
 		for i := range out.texts {
@@ -165,7 +92,7 @@ func (s *Server) collect(ctx context.Context, reqs []scheduler.Request, choices 
 		}
 	}
 	var choiceErr error
-	g, err := s.generate(ctx, reqs, func(ev choiceEvent) error {
+	g, err := s.consume(ctx, st, model, func(ev llm.Event) error {
 		out.texts[ev.Index].WriteString(ev.Text)
 		if each != nil {
 			each(ev)
@@ -173,8 +100,8 @@ func (s *Server) collect(ctx context.Context, reqs []scheduler.Request, choices 
 		if ev.Finish != "" {
 			out.finish[ev.Index] = finishString(ev.Finish)
 		}
-		if ev.Err != nil && choiceErr == nil {
-			choiceErr = ev.Err
+		if ev.Error != nil && choiceErr == nil {
+			choiceErr = ev.Error
 		}
 		return nil
 	})
@@ -195,12 +122,12 @@ func seedFor(seed *int64) uint32 {
 	return binary.LittleEndian.Uint32(b[:])
 }
 
-func finishString(f scheduler.FinishReason) *string {
+func finishString(f llm.Finish) *string {
 	var s string
 	switch f {
-	case scheduler.FinishStop:
+	case llm.FinishStop:
 		s = "stop"
-	case scheduler.FinishLength:
+	case llm.FinishLength:
 		s = "length"
 	default:
 		return nil
@@ -209,48 +136,63 @@ func finishString(f scheduler.FinishReason) *string {
 }
 
 // serverTiming renders the phases of a request for the Server-Timing header.
-func serverTiming(t scheduler.Timings) string {
+func serverTiming(t llm.Timings) string {
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000) }
-	return strings.Join([]string{"queue;dur=" + ms(t.Queued), "prefill;dur=" + ms(t.Prefill), "decode;dur=" + ms(t.Decode)}, ", ")
+	parts := []string{"queue;dur=" + ms(t.Queued), "prefill;dur=" + ms(t.Prefill), "decode;dur=" + ms(t.Decode)}
+	if t.Load > 0 {
+		parts = append([]string{"load;dur=" + ms(t.Load)}, parts...)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// fingerprint is the system_fingerprint of responses from a model.
+func (s *Server) fingerprint(model string) string {
+	sum := sha256.Sum256([]byte(s.opts.Version + "|" + model))
+	return "fp_llmux_" + hex.EncodeToString(sum[:5])
 }
 
 // parseGeneration decodes and validates a chat or completions request and
-// checks its model, answering the client itself on failure.
+// resolves its model (the multiplex headers win over the body's field),
+// answering the client itself on failure.
 func (s *Server) parseGeneration(c *gin.Context, req interface {
 	Validate(openai.Limits, openai.ModelInfo) *openai.Error
-}, model *string) (openai.ModelInfo, bool) {
-	mi := s.modelInfo()
+}, model *string) (llm.ModelInfo, bool) {
 	if e := decode(c, req); e != nil {
 		s.fail(c, e)
-		return mi, false
+		return llm.ModelInfo{}, false
 	}
-	if e := req.Validate(s.limits, mi); e != nil {
+	if h := modelHeader(c); h != "" {
+		*model = h
+	}
+	if *model == "" {
+		s.fail(c, openai.Invalid("model", "you must provide a model parameter"))
+		return llm.ModelInfo{}, false
+	}
+	mi, e := s.backend.Info(c.Request.Context(), *model)
+	if e != nil {
 		s.fail(c, e)
 		return mi, false
 	}
-	if e := s.resolveModel(c, *model); e != nil {
+	if e := req.Validate(s.limits, openai.ModelInfo{VocabSize: mi.VocabSize, Context: mi.Context, Parallel: mi.Parallel}); e != nil {
 		s.fail(c, e)
 		return mi, false
 	}
 	return mi, true
 }
 
-// resolveModel checks the requested model (the multiplex header wins over
-// the body's field) against what this server serves.
-func (s *Server) resolveModel(c *gin.Context, model string) *openai.Error {
-	if h := c.GetHeader("llmux-multiplexed-model-id"); h != "" {
-		model = h
+// modelHeader is the model a multiplex header names: llmux's own, or Ray
+// Serve's.
+func modelHeader(c *gin.Context) string {
+	if h := c.GetHeader(multiplexHeader); h != "" {
+		return h
 	}
-	if !s.names[model] {
-		return openai.NotFound("model", "model_not_found", "the model %q does not exist; this server serves %q", model, s.opts.ModelName)
-	}
-	return nil
+	return c.GetHeader(rayMultiplexHeader)
 }
 
-func (s *Server) modelInfo() openai.ModelInfo {
-	o := s.sched.Options()
-	return openai.ModelInfo{VocabSize: s.model.VocabSize(), Context: s.sched.SeqContext(), Parallel: o.Parallel}
-}
+const (
+	multiplexHeader    = "llmux-multiplexed-model-id"
+	rayMultiplexHeader = "serve_multiplexed_model_id"
+)
 
 func bytesOf(b []byte) []int {
 	out := make([]int, len(b))

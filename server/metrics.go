@@ -2,43 +2,41 @@ package server
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/llmux/llmux/scheduler"
 )
 
-// metrics are llmux's Prometheus series, all prefixed llmux_ and labelled
-// with the model.
+// metrics are the HTTP side's Prometheus series, all prefixed llmux_;
+// request series are labelled with the model the request named. The
+// models' own series (running and waiting sequences, KV cache) come from
+// the backend's collector.
 type metrics struct {
 	requests   *prometheus.CounterVec
-	ttft       prometheus.Observer
-	queued     prometheus.Observer
-	prefill    prometheus.Observer
-	decode     prometheus.Observer
-	prompt     prometheus.Counter
-	completion prometheus.Counter
-	cached     prometheus.Counter
+	ttft       *prometheus.HistogramVec
+	queued     *prometheus.HistogramVec
+	load       *prometheus.HistogramVec
+	prefill    *prometheus.HistogramVec
+	decode     *prometheus.HistogramVec
+	prompt     *prometheus.CounterVec
+	completion *prometheus.CounterVec
+	cached     *prometheus.CounterVec
 }
 
-func newMetrics(reg *prometheus.Registry, sched *scheduler.Scheduler, model string) *metrics {
-	labels := prometheus.Labels{"model": model}
-	f := func(name, help string) prometheus.Opts {
-		return prometheus.Opts{Namespace: "llmux", Name: name, Help: help, ConstLabels: labels}
-	}
-	hist := func(name, help string) prometheus.Histogram {
-		h := prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: "llmux", Name: name, Help: help, ConstLabels: labels,
-			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}})
+func newMetrics(reg prometheus.Registerer) *metrics {
+	hist := func(name, help string) *prometheus.HistogramVec {
+		h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "llmux", Name: name, Help: help,
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}, []string{"model"})
 		reg.MustRegister(h)
 		return h
 	}
-	counter := func(name, help string) prometheus.Counter {
-		c := prometheus.NewCounter(prometheus.CounterOpts(f(name, help)))
+	counter := func(name, help string) *prometheus.CounterVec {
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "llmux", Name: name, Help: help}, []string{"model"})
 		reg.MustRegister(c)
 		return c
 	}
 	m := &metrics{
-		requests:   prometheus.NewCounterVec(prometheus.CounterOpts(f("http_requests_total", "HTTP requests by route and status.")), []string{"route", "status"}),
+		requests:   prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "llmux", Name: "http_requests_total", Help: "HTTP requests by route and status."}, []string{"route", "status"}),
 		ttft:       hist("time_to_first_token_seconds", "Time from arrival to the first token."),
 		queued:     hist("queue_seconds", "Time from arrival to first scheduled."),
+		load:       hist("load_wait_seconds", "Time a request waited for its model or adapter to load."),
 		prefill:    hist("prefill_seconds", "Time from first scheduled to the first token."),
 		decode:     hist("decode_seconds", "Time from the first token to the end."),
 		prompt:     counter("prompt_tokens_total", "Prompt tokens of finished requests."),
@@ -46,34 +44,20 @@ func newMetrics(reg *prometheus.Registry, sched *scheduler.Scheduler, model stri
 		cached:     counter("prompt_tokens_cached_total", "Prompt tokens reused from the prefix cache."),
 	}
 	reg.MustRegister(m.requests)
-	gauge := func(name, help string, v func(scheduler.Stats) float64) {
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts(f(name, help)), func() float64 { return v(sched.Stats()) }))
-	}
-	gauge("requests_running", "Sequences holding a KV slot.", func(s scheduler.Stats) float64 { return float64(s.Running) })
-	gauge("requests_waiting", "Sequences waiting for admission.", func(s scheduler.Stats) float64 { return float64(s.Waiting) })
-	gauge("kv_cells_used", "KV cache cells in use.", func(s scheduler.Stats) float64 { return float64(s.KV.CellsUsed) })
-	gauge("kv_cells", "KV cache cells.", func(s scheduler.Stats) float64 { return float64(s.KV.Cells) })
-	total := func(name, help string, v func(scheduler.Stats) float64) {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts(f(name, help)), func() float64 { return v(sched.Stats()) }))
-	}
-	total("prefix_cache_hits_total", "Prefix cache lookups that reused tokens.", func(s scheduler.Stats) float64 { return float64(s.KV.Hits) })
-	total("preemptions_total", "Sequences preempted for KV space.", func(s scheduler.Stats) float64 { return float64(s.Preemptions) })
-	total("rejected_total", "Requests rejected by admission control.", func(s scheduler.Stats) float64 { return float64(s.Rejected) })
-	total("engine_steps_total", "Engine steps (batches evaluated).", func(s scheduler.Stats) float64 { return float64(s.Steps) })
-	total("handoff_timeouts_total", "Steps that stopped waiting for a consumer to take its tokens (see --handoff).", func(s scheduler.Stats) float64 { return float64(s.HandoffTimeouts) })
 	return m
 }
 
-func (m *metrics) observe(g generation) {
-	m.prompt.Add(float64(g.usage.PromptTokens))
-	m.completion.Add(float64(g.usage.CompletionTokens))
+func (m *metrics) observe(model string, g generation) {
+	m.prompt.WithLabelValues(model).Add(float64(g.usage.PromptTokens))
+	m.completion.WithLabelValues(model).Add(float64(g.usage.CompletionTokens))
 	if d := g.usage.PromptTokensDetails; d != nil {
-		m.cached.Add(float64(d.CachedTokens))
+		m.cached.WithLabelValues(model).Add(float64(d.CachedTokens))
 	}
-	if g.timings.TTFT > 0 {
-		m.ttft.Observe(g.timings.TTFT.Seconds())
-		m.queued.Observe(g.timings.Queued.Seconds())
-		m.prefill.Observe(g.timings.Prefill.Seconds())
-		m.decode.Observe(g.timings.Decode.Seconds())
+	if t := g.timings; t.TTFT > 0 {
+		m.ttft.WithLabelValues(model).Observe(t.TTFT.Seconds())
+		m.queued.WithLabelValues(model).Observe(t.Queued.Seconds())
+		m.load.WithLabelValues(model).Observe(t.Load.Seconds())
+		m.prefill.WithLabelValues(model).Observe(t.Prefill.Seconds())
+		m.decode.WithLabelValues(model).Observe(t.Decode.Seconds())
 	}
 }

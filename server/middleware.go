@@ -105,7 +105,7 @@ func (s *Server) cors(c *gin.Context) {
 	if allowed {
 		c.Header("Access-Control-Allow-Origin", origin)
 		c.Header("Vary", "Origin")
-		c.Header("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Request-Id, llmux-multiplexed-model-id")
+		c.Header("Access-Control-Allow-Headers", "Authorization, Content-Type, X-Request-Id, llmux-multiplexed-model-id, serve_multiplexed_model_id")
 		c.Header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
 		c.Header("Access-Control-Expose-Headers", "X-Request-Id, Retry-After, Server-Timing")
 	}

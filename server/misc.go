@@ -6,26 +6,29 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/llmux/llmux/llm"
 	"github.com/llmux/llmux/openai"
 )
 
-func (s *Server) modelEntry() openai.Model {
-	return openai.Model{ID: s.opts.ModelName, Object: "model", Created: s.created, OwnedBy: "llmux", MaxModelLen: s.sched.SeqContext()}
+func (s *Server) modelEntry(mi llm.ModelInfo) openai.Model {
+	return openai.Model{ID: mi.ID, Object: "model", Created: s.created, OwnedBy: "llmux", MaxModelLen: mi.Context, Parent: mi.Parent, State: string(mi.State)}
 }
 
 func (s *Server) handleModels(c *gin.Context) {
-	c.JSON(http.StatusOK, openai.ModelList{Object: "list", Data: []openai.Model{s.modelEntry()}})
+	list := openai.ModelList{Object: "list", Data: []openai.Model{}}
+	for _, mi := range s.backend.Models(c.Request.Context()) {
+		list.Data = append(list.Data, s.modelEntry(mi))
+	}
+	c.JSON(http.StatusOK, list)
 }
 
 func (s *Server) handleModel(c *gin.Context) {
-	id := c.Param("id")
-	if !s.names[id] {
-		s.fail(c, openai.NotFound("model", "model_not_found", "the model %q does not exist", id))
+	mi, e := s.backend.Info(c.Request.Context(), c.Param("id"))
+	if e != nil {
+		s.fail(c, e)
 		return
 	}
-	m := s.modelEntry()
-	m.ID = id
-	c.JSON(http.StatusOK, m)
+	c.JSON(http.StatusOK, s.modelEntry(mi))
 }
 
 func (s *Server) handleHealth(c *gin.Context) {
@@ -38,8 +41,8 @@ func (s *Server) handleReady(c *gin.Context) {
 		s.fail(c, openai.Unavailable("draining"))
 		return
 	}
-	st := s.sched.Stats()
-	c.JSON(http.StatusOK, gin.H{"status": "ready", "model": s.opts.ModelName, "running": st.Running, "waiting": st.Waiting})
+	l := s.backend.Load()
+	c.JSON(http.StatusOK, gin.H{"status": "ready", "running": l.Running, "waiting": l.Waiting})
 }
 
 func (s *Server) handleMetrics(c *gin.Context) {
@@ -59,26 +62,16 @@ func (s *Server) handleTokenize(c *gin.Context) {
 		s.fail(c, e)
 		return
 	}
-	if req.Model != "" {
-		if e := s.resolveModel(c, req.Model); e != nil {
-			s.fail(c, e)
-			return
-		}
-	}
 	text := req.Content
 	if text == "" {
 		text = req.Prompt
 	}
-	add := req.AddSpecial == nil || *req.AddSpecial
-	toks, err := s.model.Tokenize(text, add, false)
-	if err != nil {
-		s.fail(c, openai.Invalid("content", "could not tokenize: %v", err))
+	res, e := s.backend.Tokenize(c.Request.Context(), &llm.TokenizeRequest{Model: req.Model, Text: text, AddSpecial: req.AddSpecial == nil || *req.AddSpecial})
+	if e != nil {
+		s.fail(c, e)
 		return
 	}
-	if toks == nil {
-		toks = []int32{}
-	}
-	c.JSON(http.StatusOK, gin.H{"tokens": toks, "count": len(toks), "max_model_len": s.sched.SeqContext()})
+	c.JSON(http.StatusOK, gin.H{"tokens": res.Tokens, "count": len(res.Tokens), "max_model_len": res.Context})
 }
 
 func (s *Server) handleDetokenize(c *gin.Context) {
@@ -90,12 +83,10 @@ func (s *Server) handleDetokenize(c *gin.Context) {
 		s.fail(c, e)
 		return
 	}
-	for _, t := range req.Tokens {
-		if !s.model.ValidToken(t) {
-			s.fail(c, openai.Invalid("tokens", "token id %d is out of range [0, %d)", t, s.model.VocabSize()))
-			return
-		}
+	res, e := s.backend.Detokenize(c.Request.Context(), &llm.DetokenizeRequest{Model: req.Model, Tokens: req.Tokens})
+	if e != nil {
+		s.fail(c, e)
+		return
 	}
-	text := s.model.Detokenize(req.Tokens)
-	c.JSON(http.StatusOK, gin.H{"content": text, "prompt": text})
+	c.JSON(http.StatusOK, gin.H{"content": res.Text, "prompt": res.Text})
 }

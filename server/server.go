@@ -1,18 +1,14 @@
-// Package server is llmux's HTTP surface: OpenAI-compatible routes over a
-// scheduler, with request ids, API keys, CORS, body limits, Prometheus
+// Package server is llmux's HTTP surface: OpenAI-compatible routes over an
+// llm.Backend, with request ids, API keys, CORS, body limits, Prometheus
 // metrics and graceful draining. It is the only package that imports gin.
 package server
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,17 +16,12 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/llmux/llmux/engine"
+	"github.com/llmux/llmux/llm"
 	"github.com/llmux/llmux/openai"
-	"github.com/llmux/llmux/scheduler"
 )
 
 // Options configure a Server. The zero value works.
 type Options struct {
-	// ModelName is the id clients use in "model" (default: the model
-	// file's name without .gguf). Aliases are accepted too.
-	ModelName string
-	Aliases   []string
 	// APIKeys, when set, are required as "Authorization: Bearer KEY".
 	APIKeys []string
 	// CORSOrigins allowed to call the API from a browser ("*" for any);
@@ -51,19 +42,16 @@ type Options struct {
 	Registry *prometheus.Registry
 }
 
-// Server serves one scheduler's model.
+// Server serves a backend's models over HTTP. It never touches a model
+// itself: everything model-specific happens behind the llm boundary.
 type Server struct {
-	sched       *scheduler.Scheduler
-	model       *engine.Model
-	opts        Options
-	limits      openai.Limits
-	names       map[string]bool
-	created     int64
-	fingerprint string
-	log         *slog.Logger
-	metrics     *metrics
-	router      *gin.Engine
-	embed       *embedder
+	backend llm.Backend
+	opts    Options
+	limits  openai.Limits
+	created int64
+	log     *slog.Logger
+	metrics *metrics
+	router  *gin.Engine
 
 	// traceWrite, when set (benchmarks), is told each streamed event's
 	// request id and scheduler emission time right after it is flushed.
@@ -73,12 +61,9 @@ type Server struct {
 	inflight sync.WaitGroup
 }
 
-// New builds a server over a running (or about to run) scheduler.
-func New(sched *scheduler.Scheduler, opts Options) *Server {
-	m := sched.Model()
-	if opts.ModelName == "" {
-		opts.ModelName = strings.TrimSuffix(filepath.Base(m.Path()), ".gguf")
-	}
+// New builds a server over a backend. When the backend is also a
+// prometheus.Collector (the models' own series), it is registered too.
+func New(backend llm.Backend, opts Options) *Server {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 8 << 20
 	}
@@ -98,19 +83,11 @@ func New(sched *scheduler.Scheduler, opts Options) *Server {
 	if opts.Limits != nil {
 		limits = *opts.Limits
 	}
-	sum := sha256.Sum256([]byte(opts.Version + "|" + m.Path() + "|" + m.Description()))
-	s := &Server{
-		sched: sched, model: m, opts: opts, limits: limits,
-		names:       map[string]bool{opts.ModelName: true},
-		created:     time.Now().Unix(),
-		fingerprint: "fp_llmux_" + hex.EncodeToString(sum[:5]),
-		log:         opts.Logger,
+	s := &Server{backend: backend, opts: opts, limits: limits, created: time.Now().Unix(), log: opts.Logger}
+	s.metrics = newMetrics(opts.Registry)
+	if c, ok := backend.(prometheus.Collector); ok {
+		opts.Registry.MustRegister(c)
 	}
-	for _, a := range opts.Aliases {
-		s.names[a] = true
-	}
-	s.embed = &embedder{model: m, cells: min(sched.SeqContext(), 2048)}
-	s.metrics = newMetrics(opts.Registry, sched, opts.ModelName)
 	s.router = s.routes()
 	return s
 }
@@ -167,13 +144,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if e := <-errc; !errors.Is(e, http.ErrServerClosed) && err == nil {
 		err = e
 	}
-	s.Close()
 	return err
 }
-
-// Close frees what the server holds beside the scheduler (the embedding
-// context). Serve calls it on its way out.
-func (s *Server) Close() { s.embed.close() }
 
 // Draining reports whether a shutdown has started.
 func (s *Server) Draining() bool { return s.draining.Load() }

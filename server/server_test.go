@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/llmux/llmux/engine"
 	"github.com/llmux/llmux/models/modeltest"
+	"github.com/llmux/llmux/multiplex"
 	"github.com/llmux/llmux/openai"
 	"github.com/llmux/llmux/scheduler"
 )
@@ -49,11 +51,11 @@ func startServer(t testing.TB, path string, opts Options, so scheduler.Options) 
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go sched.Run(ctx)
-	srv := New(sched, opts)
+	name := strings.TrimSuffix(filepath.Base(path), ".gguf")
+	srv := New(backendFor(t, sched, name), opts)
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(func() {
 		hs.Close()
-		srv.Close()
 		cancel()
 		sched.Close()
 		m.Close()
@@ -63,7 +65,20 @@ func startServer(t testing.TB, path string, opts Options, so scheduler.Options) 
 		cfg = goopenai.DefaultConfig(opts.APIKeys[0])
 	}
 	cfg.BaseURL = hs.URL + "/v1"
-	return &testServer{Server: hs, srv: srv, sched: sched, client: goopenai.NewClientWithConfig(cfg), model: srv.opts.ModelName}
+	return &testServer{Server: hs, srv: srv, sched: sched, client: goopenai.NewClientWithConfig(cfg), model: name}
+}
+
+// backendFor serves sched's model under name through the multiplex
+// boundary, as llmux serve does.
+func backendFor(t testing.TB, sched *scheduler.Scheduler, name string) *multiplex.Pool {
+	t.Helper()
+	r := multiplex.NewRunner(name, sched)
+	t.Cleanup(r.Close)
+	p := multiplex.NewPool()
+	if err := p.Add(name, nil, r); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func tinyServer(t testing.TB, opts Options) *testServer {
@@ -386,7 +401,7 @@ func TestBadRequests(t *testing.T) {
 	// A logit_bias that bans every token: nothing may be emitted, which is
 	// the request's fault (400), not a crash or a 500.
 	ban := map[string]float64{}
-	for i := 0; i < ts.srv.model.VocabSize(); i++ {
+	for i := 0; i < ts.sched.Model().VocabSize(); i++ {
 		ban[strconv.Itoa(i)] = -100
 	}
 	banBody, _ := json.Marshal(map[string]any{"model": m, "prompt": "hi", "max_tokens": 3, "logit_bias": ban})
@@ -439,9 +454,9 @@ func TestAuthAndOverload(t *testing.T) {
 	if _, err := sched.Submit(context.Background(), scheduler.Request{Prompt: []int32{1, 5}}); err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(New(sched, Options{}).Handler())
+	hs := httptest.NewServer(New(backendFor(t, sched, "tiny"), Options{}).Handler())
 	defer hs.Close()
-	status, hdr, e := post(t, hs.URL+"/v1/completions", "application/json", []byte(`{"model":"`+New(sched, Options{Registry: nil}).opts.ModelName+`","prompt":"hi"}`), nil)
+	status, hdr, e := post(t, hs.URL+"/v1/completions", "application/json", []byte(`{"model":"tiny","prompt":"hi"}`), nil)
 	if status != 429 || hdr.Get("Retry-After") == "" || e.Type != openai.TypeRateLimit {
 		t.Fatalf("overload: status %d Retry-After %q err %+v", status, hdr.Get("Retry-After"), e)
 	}

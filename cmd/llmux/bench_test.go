@@ -11,6 +11,7 @@ import (
 
 	"github.com/llmux/llmux/engine"
 	"github.com/llmux/llmux/models/modeltest"
+	"github.com/llmux/llmux/multiplex"
 	"github.com/llmux/llmux/scheduler"
 	"github.com/llmux/llmux/server"
 )
@@ -31,7 +32,13 @@ func TestBenchEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	go sched.Run(ctx)
 	defer func() { cancel(); sched.Close() }()
-	hs := httptest.NewServer(server.New(sched, server.Options{ModelName: "tiny"}).Handler())
+	runner := multiplex.NewRunner("tiny", sched)
+	defer runner.Close()
+	pool := multiplex.NewPool()
+	if err := pool.Add("tiny", nil, runner); err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(server.New(pool, server.Options{}).Handler())
 	defer hs.Close()
 
 	dir := t.TempDir()

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/llmux/llmux/engine"
+	"github.com/llmux/llmux/multiplex"
 	"github.com/llmux/llmux/openai"
 	"github.com/llmux/llmux/scheduler"
 	"github.com/llmux/llmux/server"
@@ -200,8 +202,18 @@ func runServe(ctx context.Context, args []string) error {
 	}
 	limits := openai.DefaultLimits()
 	limits.MaxTokens, limits.MaxN = *f.maxTokens, *f.maxN
-	srv := server.New(sched, server.Options{
-		ModelName: *f.modelName, APIKeys: splitComma(*f.apiKeys), CORSOrigins: splitComma(*f.cors),
+	name := *f.modelName
+	if name == "" {
+		name = strings.TrimSuffix(filepath.Base(path), ".gguf")
+	}
+	runner := multiplex.NewRunner(name, sched)
+	defer runner.Close()
+	pool := multiplex.NewPool()
+	if err := pool.Add(name, nil, runner); err != nil {
+		return err
+	}
+	srv := server.New(pool, server.Options{
+		APIKeys: splitComma(*f.apiKeys), CORSOrigins: splitComma(*f.cors),
 		MaxBodyBytes: *f.maxBody, Limits: &limits, ShutdownTimeout: *f.shutdownTimeout, Version: version, Logger: logger,
 	})
 	ln, err := net.Listen("tcp", net.JoinHostPort(*f.host, strconv.Itoa(*f.port)))

@@ -1,0 +1,275 @@
+// Package llm is the boundary between llmux's serving side (HTTP, routing,
+// handles) and the side that holds models (templates, tokenizers,
+// grammars, schedulers, engines). Everything that crosses it is plain
+// data: requests carry messages or text or token ids and sampling
+// parameters; events carry text, token ids with their bytes and
+// log-probabilities, finish reasons and usage; failures are an *Error
+// with a stable code. No Go error values, engine types or pointers into
+// model state cross it, so the same types can travel between processes
+// (every type here round-trips through JSON; see llm_test.go).
+//
+// A Backend is what the serving side talks to. multiplex implements it in
+// process over loaded models; a replica client implements it over a
+// child process.
+package llm
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+)
+
+// Backend serves generation, tokenization and embeddings for the models of
+// a catalog, named per request.
+type Backend interface {
+	// Info describes a servable model name without loading it: what
+	// validation needs (vocabulary size, context, parallel sequences).
+	// An unknown name is CodeModelNotFound.
+	Info(ctx context.Context, model string) (ModelInfo, *Error)
+	// Models lists every servable name with its state.
+	Models(ctx context.Context) []ModelInfo
+	// Generate starts a request. Errors found before any output (an
+	// unknown model, a prompt too long, overload) come back here; later
+	// ones arrive as events.
+	Generate(ctx context.Context, req *Request) (Stream, *Error)
+	Tokenize(ctx context.Context, req *TokenizeRequest) (*TokenizeResult, *Error)
+	Detokenize(ctx context.Context, req *DetokenizeRequest) (*DetokenizeResult, *Error)
+	Embed(ctx context.Context, req *EmbedRequest) (*EmbedResult, *Error)
+	// Load reports the backend's load: running and waiting sequences
+	// over all its models.
+	Load() LoadInfo
+}
+
+// Stream is one request's output.
+type Stream interface {
+	// Header is known once Generate returns: the prompts' token counts
+	// and, when Request.Echo was set, their text.
+	Header() Header
+	// Recv returns the next event. ok is false once the stream is over:
+	// after the Final event, or when ctx ended (then ev.Error has
+	// CodeCancelled).
+	Recv(ctx context.Context) (ev Event, ok bool)
+	// Close abandons the request; its work stops at the next engine
+	// step. Safe to call more than once and after the end.
+	Close()
+}
+
+// ModelState is where a servable name stands.
+type ModelState string
+
+const (
+	StateLoaded    ModelState = "loaded"
+	StateLoading   ModelState = "loading"
+	StateAvailable ModelState = "available"
+)
+
+// ModelInfo describes one servable name.
+type ModelInfo struct {
+	ID string `json:"id"`
+	// Parent is the base model of an adapter ("" for base models).
+	Parent    string     `json:"parent,omitempty"`
+	State     ModelState `json:"state"`
+	VocabSize int        `json:"vocab_size"`
+	// Context is the most tokens one sequence may hold (prompt and
+	// output).
+	Context int `json:"context"`
+	// Parallel is the sequences decoded at once; n may not exceed it.
+	Parallel int `json:"parallel"`
+	// Embedding is the width of the model's embeddings.
+	Embedding int `json:"embedding,omitempty"`
+}
+
+// LoadInfo is a backend's current load.
+type LoadInfo struct {
+	Running int `json:"running"`
+	Waiting int `json:"waiting"`
+}
+
+// Message is one chat message, already in the form the chat template
+// receives (tool definitions and calls rendered as text).
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// Prompt is one completions prompt: text, or token ids when Tokenized.
+type Prompt struct {
+	Text      string  `json:"text,omitempty"`
+	Tokens    []int32 `json:"tokens,omitempty"`
+	Tokenized bool    `json:"tokenized,omitempty"`
+}
+
+// Request is one generation request. Exactly one of Messages (chat: the
+// model's chat template renders them) and Prompts (completions: one
+// independent generation per prompt, each with Params.N choices) is set.
+type Request struct {
+	ID string `json:"id"`
+	// Model is the name the client asked for; the backend resolves it.
+	Model    string    `json:"model"`
+	Messages []Message `json:"messages,omitempty"`
+	Prompts  []Prompt  `json:"prompts,omitempty"`
+	Params   Params    `json:"params"`
+	// Echo asks for the prompts' text in the Header.
+	Echo bool `json:"echo,omitempty"`
+}
+
+// Params say how to continue a prompt. The zero value of each optional
+// field means "off" or "default".
+type Params struct {
+	// MaxTokens bounds each choice's output (0: until the context is
+	// full).
+	MaxTokens        int     `json:"max_tokens,omitempty"`
+	Temperature      float32 `json:"temperature"` // <= 0: greedy
+	TopP             float32 `json:"top_p,omitempty"`
+	TopK             int     `json:"top_k,omitempty"`
+	MinP             float32 `json:"min_p,omitempty"`
+	RepeatPenalty    float32 `json:"repeat_penalty,omitempty"`
+	PresencePenalty  float32 `json:"presence_penalty,omitempty"`
+	FrequencyPenalty float32 `json:"frequency_penalty,omitempty"`
+	Seed             uint32  `json:"seed"`
+	LogitBias        []Bias  `json:"logit_bias,omitempty"`
+	// Constraint holds the output to a JSON form, compiled to a grammar
+	// behind the boundary.
+	Constraint  *Constraint `json:"constraint,omitempty"`
+	Stop        []string    `json:"stop,omitempty"`
+	IgnoreEOS   bool        `json:"ignore_eos,omitempty"`
+	Logprobs    bool        `json:"logprobs,omitempty"`
+	TopLogprobs int         `json:"top_logprobs,omitempty"`
+	N           int         `json:"n,omitempty"` // choices per prompt (0: 1)
+	Priority    int         `json:"priority,omitempty"`
+	// Deadline for the first token (zero: the backend's default).
+	Deadline time.Time `json:"deadline,omitzero"`
+}
+
+// Bias changes one token's logit; Ban forbids the token outright (OpenAI's
+// -100), as data rather than an infinity.
+type Bias struct {
+	Token int32   `json:"token"`
+	Bias  float32 `json:"bias,omitempty"`
+	Ban   bool    `json:"ban,omitempty"`
+}
+
+// ConstraintKind is the form a Constraint asks for.
+type ConstraintKind string
+
+const (
+	JSONObject ConstraintKind = "json_object" // any JSON object
+	JSONSchema ConstraintKind = "json_schema" // a value valid under Schema
+)
+
+// Constraint holds generated text to JSON.
+type Constraint struct {
+	Kind   ConstraintKind  `json:"kind"`
+	Schema json.RawMessage `json:"schema,omitempty"`
+	// Param names the request field the schema came from, for errors
+	// ("response_format.json_schema" or "tools").
+	Param string `json:"param,omitempty"`
+}
+
+// Header is what a stream knows before its first token.
+type Header struct {
+	// PromptTokens counts each prompt's tokens.
+	PromptTokens []int `json:"prompt_tokens"`
+	// Echo holds each prompt's text when the request asked for it.
+	Echo []string `json:"echo,omitempty"`
+}
+
+// Finish says why a choice ended.
+type Finish string
+
+const (
+	FinishStop      Finish = "stop"      // end of generation or a stop string
+	FinishLength    Finish = "length"    // max tokens or context full
+	FinishCancelled Finish = "cancelled" // the request was abandoned
+	FinishError     Finish = "error"     // see Event.Error
+)
+
+// Token is one generated token: its id, its own bytes (possibly part of a
+// UTF-8 rune), and log-probabilities when asked.
+type Token struct {
+	ID      int32         `json:"id"`
+	Bytes   []byte        `json:"bytes"`
+	Logprob float32       `json:"logprob,omitempty"`
+	Top     []Alternative `json:"top,omitempty"`
+}
+
+// Alternative is one of the most likely tokens at a position.
+type Alternative struct {
+	ID      int32   `json:"id"`
+	Bytes   []byte  `json:"bytes"`
+	Logprob float32 `json:"logprob"`
+}
+
+// Event is one piece of a request's output. Events of one choice arrive in
+// order. Index counts choices across all prompts of the request (prompt
+// p's choice i is p*N+i). The last event has Final set and carries the
+// request's Usage, and Error when the request as a whole failed.
+type Event struct {
+	Index  int     `json:"index"`
+	Text   string  `json:"text,omitempty"`
+	Tokens []Token `json:"tokens,omitempty"`
+	Finish Finish  `json:"finish,omitempty"`
+	Error  *Error  `json:"error,omitempty"`
+	Final  bool    `json:"final,omitempty"`
+	Usage  *Usage  `json:"usage,omitempty"`
+	// At is when the backend emitted the event.
+	At time.Time `json:"at,omitzero"`
+}
+
+// Usage counts a finished request's tokens and time, summed over its
+// prompts (timings: the first prompt's).
+type Usage struct {
+	PromptTokens     int     `json:"prompt_tokens"`
+	CompletionTokens int     `json:"completion_tokens"`
+	CachedTokens     int     `json:"cached_tokens,omitempty"`
+	Timings          Timings `json:"timings"`
+}
+
+// Timings split a request's life into phases.
+type Timings struct {
+	Load    time.Duration `json:"load,omitempty"` // waiting for its model or adapter to load
+	Queued  time.Duration `json:"queued"`         // arrival to first scheduled
+	Prefill time.Duration `json:"prefill"`        // first scheduled to first token
+	Decode  time.Duration `json:"decode"`         // first token to finish
+	TTFT    time.Duration `json:"ttft"`           // arrival to first token
+}
+
+// TokenizeRequest asks for a text's token ids under a model.
+type TokenizeRequest struct {
+	Model string `json:"model"`
+	Text  string `json:"text"`
+	// AddSpecial adds the model's start token where it wants one.
+	AddSpecial bool `json:"add_special"`
+}
+
+// TokenizeResult is a tokenized text.
+type TokenizeResult struct {
+	Tokens  []int32 `json:"tokens"`
+	Context int     `json:"context"`
+}
+
+// DetokenizeRequest asks for the text of token ids.
+type DetokenizeRequest struct {
+	Model  string  `json:"model"`
+	Tokens []int32 `json:"tokens"`
+}
+
+// DetokenizeResult is the text of token ids.
+type DetokenizeResult struct {
+	Text string `json:"text"`
+}
+
+// EmbedRequest asks for one embedding per input.
+type EmbedRequest struct {
+	Model  string   `json:"model"`
+	Inputs []Prompt `json:"inputs"`
+	// Dimensions truncates each embedding to this many dimensions (and
+	// renormalizes it); 0 keeps them all.
+	Dimensions int `json:"dimensions,omitempty"`
+}
+
+// EmbedResult holds mean-pooled, L2-normalized embeddings, one per input.
+type EmbedResult struct {
+	Vectors      [][]float32 `json:"vectors"`
+	PromptTokens int         `json:"prompt_tokens"`
+}

@@ -1,0 +1,48 @@
+package multiplex
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/llmux/llmux/scheduler"
+)
+
+// modelSeries are the per-model series read from each loaded model's
+// scheduler at scrape time, labelled with the model's name.
+var modelSeries = []struct {
+	desc  *prometheus.Desc
+	kind  prometheus.ValueType
+	value func(scheduler.Stats) float64
+}{
+	{seriesDesc("requests_running", "Sequences holding a KV slot."), prometheus.GaugeValue, func(s scheduler.Stats) float64 { return float64(s.Running) }},
+	{seriesDesc("requests_waiting", "Sequences waiting for admission."), prometheus.GaugeValue, func(s scheduler.Stats) float64 { return float64(s.Waiting) }},
+	{seriesDesc("kv_cells_used", "KV cache cells in use."), prometheus.GaugeValue, func(s scheduler.Stats) float64 { return float64(s.KV.CellsUsed) }},
+	{seriesDesc("kv_cells", "KV cache cells."), prometheus.GaugeValue, func(s scheduler.Stats) float64 { return float64(s.KV.Cells) }},
+	{seriesDesc("prefix_cache_hits_total", "Prefix cache lookups that reused tokens."), prometheus.CounterValue, func(s scheduler.Stats) float64 { return float64(s.KV.Hits) }},
+	{seriesDesc("preemptions_total", "Sequences preempted for KV space."), prometheus.CounterValue, func(s scheduler.Stats) float64 { return float64(s.Preemptions) }},
+	{seriesDesc("rejected_total", "Requests rejected by admission control."), prometheus.CounterValue, func(s scheduler.Stats) float64 { return float64(s.Rejected) }},
+	{seriesDesc("engine_steps_total", "Engine steps (batches evaluated)."), prometheus.CounterValue, func(s scheduler.Stats) float64 { return float64(s.Steps) }},
+	{seriesDesc("handoff_timeouts_total", "Steps that stopped waiting for a consumer to take its tokens (see --handoff)."), prometheus.CounterValue, func(s scheduler.Stats) float64 { return float64(s.HandoffTimeouts) }},
+}
+
+func seriesDesc(name, help string) *prometheus.Desc {
+	return prometheus.NewDesc("llmux_"+name, help, []string{"model"}, nil)
+}
+
+var _ prometheus.Collector = (*Pool)(nil)
+
+// Describe sends the descriptors of the per-model series.
+func (p *Pool) Describe(ch chan<- *prometheus.Desc) {
+	for _, s := range modelSeries {
+		ch <- s.desc
+	}
+}
+
+// Collect reads every loaded model's scheduler statistics.
+func (p *Pool) Collect(ch chan<- prometheus.Metric) {
+	for name, r := range p.Runners() {
+		st := r.sched.Stats()
+		for _, s := range modelSeries {
+			ch <- prometheus.MustNewConstMetric(s.desc, s.kind, s.value(st), name)
+		}
+	}
+}

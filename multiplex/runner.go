@@ -1,0 +1,344 @@
+package multiplex
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+
+	"github.com/llmux/llmux/engine"
+	"github.com/llmux/llmux/llm"
+	"github.com/llmux/llmux/scheduler"
+)
+
+// Runner serves one loaded base model behind the llm boundary: it renders
+// chat templates, tokenizes, compiles JSON constraints to grammars,
+// submits to the model's scheduler and turns its events into llm events.
+// It owns neither the model nor the scheduler: whoever loaded them closes
+// them after the runner is done.
+type Runner struct {
+	name  string
+	model *engine.Model
+	sched *scheduler.Scheduler
+	embed *embedder
+}
+
+// NewRunner serves sched's model under name.
+func NewRunner(name string, sched *scheduler.Scheduler) *Runner {
+	m := sched.Model()
+	return &Runner{name: name, model: m, sched: sched, embed: &embedder{model: m, cells: min(sched.SeqContext(), 2048)}}
+}
+
+// Close frees what the runner holds beside the model and scheduler (the
+// embedding context).
+func (r *Runner) Close() { r.embed.close() }
+
+// Scheduler is the runner's scheduler.
+func (r *Runner) Scheduler() *scheduler.Scheduler { return r.sched }
+
+// Info describes the runner's model under the name it is served as.
+func (r *Runner) Info(id string) llm.ModelInfo {
+	return llm.ModelInfo{ID: id, State: llm.StateLoaded, VocabSize: r.model.VocabSize(), Context: r.sched.SeqContext(),
+		Parallel: r.sched.Options().Parallel, Embedding: r.model.EmbeddingSize()}
+}
+
+// renderChat turns messages into the prompt text with the model's chat
+// template. A model without a template llama.cpp recognizes gets the
+// documented fallback: the message contents joined by blank lines, with no
+// role markers (so a plain language model such as stories260K continues
+// the user's text).
+func (r *Runner) renderChat(msgs []llm.Message) (text string, templated bool) {
+	cm := make([]engine.ChatMessage, len(msgs))
+	for i, m := range msgs {
+		cm[i] = engine.ChatMessage{Role: m.Role, Content: m.Content}
+	}
+	if out, err := engine.ApplyChatTemplate(r.model.ChatTemplate(), cm, true); err == nil {
+		return out, true
+	}
+	parts := make([]string, 0, len(msgs))
+	for _, m := range msgs {
+		if m.Content != "" {
+			parts = append(parts, m.Content)
+		}
+	}
+	return strings.Join(parts, "\n\n"), false
+}
+
+// prompts tokenizes the request's prompts and checks each against the
+// context.
+func (r *Runner) prompts(req *llm.Request) ([][]int32, *llm.Error) {
+	ctxLen := r.sched.SeqContext()
+	if len(req.Messages) > 0 {
+		text, templated := r.renderChat(req.Messages)
+		p, err := r.model.Tokenize(text, true, templated)
+		if err != nil {
+			return nil, llm.Errorf(llm.CodeInvalid, "messages", "could not tokenize the messages: %v", err)
+		}
+		if len(p) >= ctxLen {
+			return nil, llm.Errorf(llm.CodeContextLength, "messages", "the messages are %d tokens long, but this model's context holds %d", len(p), ctxLen)
+		}
+		return [][]int32{p}, nil
+	}
+	if len(req.Prompts) == 0 {
+		return nil, llm.Errorf(llm.CodeInvalid, "prompt", "the request has no prompt")
+	}
+	out := make([][]int32, len(req.Prompts))
+	for i, pr := range req.Prompts {
+		p := pr.Tokens
+		if !pr.Tokenized {
+			var err error
+			if p, err = r.model.Tokenize(pr.Text, true, false); err != nil {
+				return nil, llm.Errorf(llm.CodeInvalid, "prompt", "could not tokenize the prompt: %v", err)
+			}
+		}
+		for _, t := range p {
+			if !r.model.ValidToken(t) {
+				return nil, llm.Errorf(llm.CodeInvalid, "prompt", "token id %d is out of range [0, %d)", t, r.model.VocabSize())
+			}
+		}
+		if len(p) >= ctxLen {
+			return nil, llm.Errorf(llm.CodeContextLength, "prompt", "prompt %d is %d tokens long, but this model's context holds %d", i, len(p), ctxLen)
+		}
+		out[i] = p
+	}
+	return out, nil
+}
+
+// sampling converts boundary parameters to the engine's, compiling a JSON
+// constraint to a grammar.
+func (r *Runner) sampling(p llm.Params) (engine.SamplingParams, *llm.Error) {
+	sp := engine.SamplingParams{Temperature: p.Temperature, TopK: p.TopK, TopP: p.TopP, MinP: p.MinP, Seed: p.Seed,
+		RepeatPenalty: p.RepeatPenalty, FrequencyPenalty: p.FrequencyPenalty, PresencePenalty: p.PresencePenalty}
+	if len(p.LogitBias) > 0 {
+		sp.LogitBias = make(map[int32]float32, len(p.LogitBias))
+		for _, b := range p.LogitBias {
+			if !r.model.ValidToken(b.Token) {
+				return sp, llm.Errorf(llm.CodeInvalid, "logit_bias", "logit_bias key %q is not a token id in [0, %d)", fmt.Sprint(b.Token), r.model.VocabSize())
+			}
+			v := b.Bias
+			if b.Ban {
+				v = float32(math.Inf(-1))
+			}
+			sp.LogitBias[b.Token] = v
+		}
+	}
+	if c := p.Constraint; c != nil {
+		switch c.Kind {
+		case llm.JSONObject:
+			sp.Grammar = engine.JSONGrammar
+		case llm.JSONSchema:
+			g, err := engine.SchemaToGrammar(c.Schema)
+			if err != nil {
+				if c.Param == "tools" {
+					return sp, llm.Errorf(llm.CodeInvalid, c.Param, "the tools' parameter schemas could not be converted to a grammar: %v", err)
+				}
+				return sp, llm.Errorf(llm.CodeInvalid, c.Param, "json_schema could not be converted to a grammar: %v", err)
+			}
+			sp.Grammar = g
+		default:
+			return sp, llm.Errorf(llm.CodeInvalid, c.Param, "unknown constraint kind %q", c.Kind)
+		}
+	}
+	return sp, nil
+}
+
+// Generate starts req on the runner's scheduler: one scheduler request per
+// prompt, merged into one stream.
+func (r *Runner) Generate(ctx context.Context, req *llm.Request, adapter string) (llm.Stream, *llm.Error) {
+	prompts, e := r.prompts(req)
+	if e != nil {
+		return nil, e
+	}
+	sp, e := r.sampling(req.Params)
+	if e != nil {
+		return nil, e
+	}
+	n := max(req.Params.N, 1)
+	if n > r.sched.Options().Parallel {
+		return nil, llm.Errorf(llm.CodeInvalid, "n", "n must be between 1 and %d, got %d", r.sched.Options().Parallel, n)
+	}
+	h := llm.Header{PromptTokens: make([]int, len(prompts))}
+	subs := make([]*scheduler.Stream, 0, len(prompts))
+	closeAll := func() {
+		for _, st := range subs {
+			st.Close()
+		}
+	}
+	for i, p := range prompts {
+		h.PromptTokens[i] = len(p)
+		if req.Echo {
+			h.Echo = append(h.Echo, r.model.Detokenize(p))
+		}
+		st, err := r.sched.Submit(ctx, scheduler.Request{
+			ID: req.ID, Model: req.Model, Adapter: adapter, Prompt: p, Sampling: sp,
+			MaxTokens: req.Params.MaxTokens, Stop: req.Params.Stop, IgnoreEOS: req.Params.IgnoreEOS,
+			Logprobs: req.Params.Logprobs, TopLogprobs: req.Params.TopLogprobs, N: n,
+			Priority: req.Params.Priority, Deadline: req.Params.Deadline,
+		})
+		if err != nil {
+			closeAll()
+			return nil, ErrorOf(err)
+		}
+		subs = append(subs, st)
+	}
+	return newStream(r.model, h, subs, n), nil
+}
+
+// Tokenize tokenizes a text.
+func (r *Runner) Tokenize(req *llm.TokenizeRequest) (*llm.TokenizeResult, *llm.Error) {
+	toks, err := r.model.Tokenize(req.Text, req.AddSpecial, false)
+	if err != nil {
+		return nil, llm.Errorf(llm.CodeInvalid, "content", "could not tokenize: %v", err)
+	}
+	if toks == nil {
+		toks = []int32{}
+	}
+	return &llm.TokenizeResult{Tokens: toks, Context: r.sched.SeqContext()}, nil
+}
+
+// Detokenize turns token ids into text.
+func (r *Runner) Detokenize(req *llm.DetokenizeRequest) (*llm.DetokenizeResult, *llm.Error) {
+	for _, t := range req.Tokens {
+		if !r.model.ValidToken(t) {
+			return nil, llm.Errorf(llm.CodeInvalid, "tokens", "token id %d is out of range [0, %d)", t, r.model.VocabSize())
+		}
+	}
+	return &llm.DetokenizeResult{Text: r.model.Detokenize(req.Tokens)}, nil
+}
+
+// Embed computes one embedding per input.
+func (r *Runner) Embed(req *llm.EmbedRequest) (*llm.EmbedResult, *llm.Error) {
+	dim := r.model.EmbeddingSize()
+	if req.Dimensions < 0 || req.Dimensions > dim {
+		return nil, llm.Errorf(llm.CodeInvalid, "dimensions", "dimensions must be between 1 and %d", dim)
+	}
+	out := &llm.EmbedResult{}
+	for i, in := range req.Inputs {
+		toks := in.Tokens
+		if !in.Tokenized {
+			var err error
+			if toks, err = r.model.Tokenize(in.Text, true, false); err != nil {
+				return nil, llm.Errorf(llm.CodeInvalid, "input", "could not tokenize: %v", err)
+			}
+		}
+		if len(toks) == 0 {
+			return nil, llm.Errorf(llm.CodeInvalid, "input", "input %d is empty", i)
+		}
+		if len(toks) > r.embed.cells {
+			return nil, llm.Errorf(llm.CodeContextLength, "input", "input %d is %d tokens long; embeddings take at most %d", i, len(toks), r.embed.cells)
+		}
+		for _, t := range toks {
+			if !r.model.ValidToken(t) {
+				return nil, llm.Errorf(llm.CodeInvalid, "input", "token id %d is out of range [0, %d)", t, r.model.VocabSize())
+			}
+		}
+		v, err := r.embed.embed(toks)
+		if err != nil {
+			return nil, ErrorOf(err)
+		}
+		if req.Dimensions > 0 {
+			v = renormalize(v[:req.Dimensions])
+		}
+		out.Vectors = append(out.Vectors, v)
+		out.PromptTokens += len(toks)
+	}
+	return out, nil
+}
+
+// ErrorOf turns an error from the scheduler or engine into boundary data.
+func ErrorOf(err error) *llm.Error {
+	var (
+		le *llm.Error
+		ie *scheduler.InvalidRequestError
+		oe *scheduler.OverloadError
+	)
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &le):
+		return le
+	case errors.As(err, &ie):
+		if ie.Code == string(llm.CodeContextLength) {
+			return llm.Errorf(llm.CodeContextLength, ie.Param, "%s", ie.Message)
+		}
+		return llm.Errorf(llm.CodeInvalid, ie.Param, "%s", ie.Message)
+	case errors.As(err, &oe):
+		return &llm.Error{Code: llm.CodeOverloaded, Message: oe.Error(), RetryAfter: oe.RetryAfter}
+	case errors.Is(err, engine.ErrNoAllowedToken):
+		return llm.Errorf(llm.CodeInvalid, "logit_bias", "the request's logit_bias and response_format leave no token the model may emit")
+	case errors.Is(err, scheduler.ErrClosed):
+		return llm.Errorf(llm.CodeUnavailable, "", "the model is shutting down")
+	case errors.Is(err, context.DeadlineExceeded):
+		return llm.Errorf(llm.CodeTimeout, "", "request timed out")
+	case errors.Is(err, context.Canceled):
+		return llm.Errorf(llm.CodeCancelled, "", "request cancelled")
+	}
+	return llm.Errorf(llm.CodeInternal, "", "%v", err)
+}
+
+// embedder computes mean-pooled, L2-normalized embeddings on a context of
+// its own, created on first use. Embedding requests are short and rare
+// beside generation, so they run one at a time.
+type embedder struct {
+	mu    sync.Mutex // guards ctx and batch, and serializes their use
+	model *engine.Model
+	cells int
+	ctx   *engine.Context
+	batch *engine.Batch
+}
+
+func (e *embedder) close() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ctx != nil {
+		e.batch.Close()
+		e.ctx.Close()
+		e.ctx = nil
+	}
+}
+
+func (e *embedder) embed(tokens []int32) ([]float32, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ctx == nil {
+		ctx, err := e.model.NewContext(engine.ContextOptions{Cells: e.cells, Batch: e.cells, MicroBatch: e.cells, Embeddings: true})
+		if err != nil {
+			return nil, err
+		}
+		b, err := engine.NewBatch(e.cells, 1)
+		if err != nil {
+			ctx.Close()
+			return nil, err
+		}
+		e.ctx, e.batch = ctx, b
+	}
+	e.ctx.Clear()
+	e.batch.Clear()
+	for i, t := range tokens {
+		e.batch.Add(t, i, true, 0)
+	}
+	if err := e.ctx.Decode(e.batch); err != nil {
+		return nil, err
+	}
+	v := e.ctx.Embedding(0)
+	if v == nil {
+		return nil, fmt.Errorf("the engine returned no embedding")
+	}
+	return renormalize(v), nil
+}
+
+// renormalize scales v to unit length (after truncation to fewer dimensions).
+func renormalize(v []float32) []float32 {
+	var n float64
+	for _, x := range v {
+		n += float64(x) * float64(x)
+	}
+	if n = math.Sqrt(n); n > 0 {
+		for i := range v {
+			v[i] = float32(float64(v[i]) / n)
+		}
+	}
+	return v
+}
