@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +23,8 @@ func runBench(ctx context.Context, args []string) error {
 			return runBenchCompare(args[1:])
 		case "plot":
 			return runBenchPlot(args[1:])
+		case "pairs":
+			return runBenchPairs(args[1:])
 		case "run":
 			args = args[1:]
 		}
@@ -29,14 +34,17 @@ func runBench(ctx context.Context, args []string) error {
 		fmt.Fprintln(fs.Output(), `Usage: llmux bench [run] [flags]      measure an OpenAI-compatible server
        llmux bench compare A.json B.json ...   side-by-side table with ratios
        llmux bench plot -o OUT.svg A.json ...  throughput-vs-latency plot
+       llmux bench pairs --metric NAME --a 'GLOB' --b 'GLOB' [--output F.json]
+                                               A/B ratios of runs made alternately
 
 Flags follow vLLM's bench serve where they overlap. Comma lists in
---max-concurrency or --request-rate make a sweep.`)
+--max-concurrency or --request-rate make a sweep. Without --model (and
+--models), the first model the server lists at /v1/models is used.`)
 		fs.PrintDefaults()
 	}
 	baseURL := fs.String("base-url", "http://127.0.0.1:8080", "server URL")
 	endpoint := fs.String("endpoint", "/v1/completions", "/v1/completions or /v1/chat/completions")
-	model := fs.String("model", "", "model name (required unless --models)")
+	model := fs.String("model", "", "model name (default: the first the server lists)")
 	apiKey := fs.String("api-key", os.Getenv("OPENAI_API_KEY"), "API key")
 	numPrompts := fs.Int("num-prompts", 100, "requests per load level")
 	conc := fs.String("max-concurrency", "", "requests in flight, or a comma list for a sweep (empty: unbounded)")
@@ -64,7 +72,16 @@ Flags follow vLLM's bench serve where they overlap. Comma lists in
 		return err
 	}
 	if *model == "" && *modelsList == "" {
-		return fmt.Errorf("bench: --model is required")
+		ids, err := benchmarks.ListModels(ctx, *baseURL, *apiKey, nil)
+		if err != nil {
+			return fmt.Errorf("bench: no --model given, and listing the server's models failed: %w", err)
+		}
+		*model = ids[0]
+		if len(ids) > 1 {
+			fmt.Fprintf(os.Stderr, "bench: the server lists %d models (%s); using the first, %s (choose with --model)\n", len(ids), strings.Join(ids, ", "), *model)
+		} else {
+			fmt.Fprintf(os.Stderr, "bench: using model %s, the one the server lists\n", *model)
+		}
 	}
 	slo, err := parseSLO(*goodput)
 	if err != nil {
@@ -232,5 +249,65 @@ func runBenchPlot(args []string) error {
 		return err
 	}
 	fmt.Fprintln(os.Stderr, "wrote", *out)
+	return nil
+}
+
+// runBenchPairs compares runs of A and B made alternately: the A files and
+// the B files, each sorted by name, are paired in order.
+func runBenchPairs(args []string) error {
+	fs := flag.NewFlagSet("bench pairs", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), `Usage: llmux bench pairs --metric NAME --a 'GLOB' --b 'GLOB' [--output FILE.json]
+
+Compares a metric of runs of A and B made alternately (A B A B A B, e.g.
+by interleave in benchmarks/record.sh): the result files matching --a and
+those matching --b, each sorted by name, are paired in order. For every
+load level it prints each pair's A/B ratio, the median ratio and the
+range. Metrics: output_throughput, request_throughput,
+total_token_throughput, request_goodput, and DIST.STAT with DIST one of
+ttft, tpot, itl, e2el and STAT one of mean_ms, median_ms, p90_ms, p99_ms,
+max_ms (e.g. ttft.p99_ms).`)
+		fs.PrintDefaults()
+	}
+	metric := fs.String("metric", "output_throughput", "the metric to compare, named as in the JSON result")
+	aGlob := fs.String("a", "", "glob of the A runs' result files (quote it)")
+	bGlob := fs.String("b", "", "glob of the B runs' result files (quote it)")
+	output := fs.String("output", "", "also write the comparison as JSON here")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("bench pairs: unexpected arguments %q (quote the globs)", fs.Args())
+	}
+	var files [2][]string
+	for i, g := range []string{*aGlob, *bGlob} {
+		if g == "" {
+			return fmt.Errorf("bench pairs: --a and --b are required")
+		}
+		m, err := filepath.Glob(g)
+		if err != nil {
+			return fmt.Errorf("bench pairs: %q: %w", g, err)
+		}
+		sort.Strings(m)
+		files[i] = m
+	}
+	if len(files[0]) != len(files[1]) || len(files[0]) == 0 {
+		return fmt.Errorf("bench pairs: %d A files (%s) and %d B files (%s): want the same number, at least one", len(files[0]), *aGlob, len(files[1]), *bGlob)
+	}
+	rep, err := benchmarks.PairFiles(*metric, files[0], files[1])
+	if err != nil {
+		return fmt.Errorf("bench pairs: %w", err)
+	}
+	rep.WriteTable(os.Stdout)
+	if *output != "" {
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(*output, append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintln(os.Stderr, "wrote", *output)
+	}
 	return nil
 }

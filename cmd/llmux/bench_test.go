@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/llmux/llmux/benchmarks"
 	"github.com/llmux/llmux/engine"
 	"github.com/llmux/llmux/models/modeltest"
 	"github.com/llmux/llmux/multiplex"
@@ -91,5 +93,70 @@ func TestBenchEndToEnd(t *testing.T) {
 	b, _ := os.ReadFile(svg)
 	if !strings.HasPrefix(string(b), "<svg") || !strings.Contains(string(b), "polyline") {
 		t.Fatalf("plot is not an SVG with lines: %.80s", b)
+	}
+
+	// Without --model, bench takes the model the server lists.
+	out2 := filepath.Join(dir, "default-model.json")
+	err = runBench(context.Background(), []string{"--base-url", hs.URL, "--num-prompts", "2", "--warmup", "0",
+		"--random-input-len", "4", "--random-output-len", "2", "--output", out2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := benchmarks.Load(out2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.Model != "tiny" || r2.Points[0].Summary.Completed != 2 {
+		t.Fatalf("without --model: model %q, %d completed", r2.Model, r2.Points[0].Summary.Completed)
+	}
+}
+
+// TestBenchPairs pairs A and B result files by name and checks the ratios
+// it writes.
+func TestBenchPairs(t *testing.T) {
+	dir := t.TempDir()
+	save := func(name string, conc int, out float64) {
+		r := &benchmarks.Result{Points: []benchmarks.Point{{MaxConcurrency: conc, Summary: benchmarks.Summary{OutputRate: out}}}}
+		if err := r.Save(filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, a := range []float64{12, 9, 10} {
+		save(fmt.Sprintf("a-%d.json", i+1), 4, a)
+		save(fmt.Sprintf("b-%d.json", i+1), 4, 10)
+	}
+	out := filepath.Join(dir, "pairs.json")
+	err := runBenchPairs([]string{"--metric", "output_throughput", "--a", filepath.Join(dir, "a-*.json"), "--b", filepath.Join(dir, "b-*.json"), "--output", out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Metric string
+		A      []string
+		Levels []struct {
+			MaxConcurrency int `json:"max_concurrency"`
+			Pairs          struct {
+				Ratios           []float64
+				Median, Min, Max float64
+			}
+		}
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Levels) != 1 || len(rep.A) != 3 || filepath.Base(rep.A[1]) != "a-2.json" {
+		t.Fatalf("report %s", data)
+	}
+	p := rep.Levels[0].Pairs
+	if rep.Levels[0].MaxConcurrency != 4 || fmt.Sprint(p.Ratios) != "[1.2 0.9 1]" || p.Median != 1 || p.Min != 0.9 || p.Max != 1.2 {
+		t.Fatalf("report %s", data)
+	}
+	err = runBenchPairs([]string{"--a", filepath.Join(dir, "a-*.json"), "--b", filepath.Join(dir, "b-1.json")})
+	if err == nil || !strings.Contains(err.Error(), "3 A files") {
+		t.Fatalf("3 A files and 1 B file: %v", err)
 	}
 }
