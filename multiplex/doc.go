@@ -1,10 +1,13 @@
-// Package multiplex holds the pure parts of serving many models from one
-// llmux process: the catalog of servable names (explicit models, models
-// directories, an ollama model store and runtime-registered LoRA adapters),
-// path confinement helpers, and the swap policy that decides which base
-// models to load, drain and evict when they do not all fit at once.
+// Package multiplex serves many models from one llmux process behind one
+// llm.Backend. It holds the catalog of servable names (explicit models,
+// models directories, an ollama model store and runtime-registered LoRA
+// adapters), path confinement helpers, the swap policy that decides which
+// base models to load, drain and evict when they do not all fit at once,
+// and the Pool that applies it: one goroutine owns which models are
+// resident, loads each once however many requests wait for it, and never
+// evicts a model with requests in flight. A Runner serves one loaded model
+// behind the boundary.
 //
-// Nothing here loads a model or touches an accelerator; the loading pool and
-// the server wiring call into this package and act on its answers. The
-// package never reads environment variables: callers pass every setting in.
+// The package never reads environment variables: callers pass every
+// setting in.
 package multiplex

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"strings"
 )
 
@@ -57,4 +58,14 @@ func isInside(root, p string) bool {
 		return false
 	}
 	return !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
+// absPath matches an absolute file path inside a message.
+var absPath = regexp.MustCompile(`/[^\s:"'()]+`)
+
+// redactPaths replaces every absolute path in msg with its last element,
+// so that errors shown to clients name files without saying where they
+// live.
+func redactPaths(msg string) string {
+	return absPath.ReplaceAllStringFunc(msg, filepath.Base)
 }

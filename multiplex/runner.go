@@ -147,6 +147,14 @@ func (r *Runner) sampling(p llm.Params) (engine.SamplingParams, *llm.Error) {
 // Generate starts req on the runner's scheduler: one scheduler request per
 // prompt, merged into one stream.
 func (r *Runner) Generate(ctx context.Context, req *llm.Request, adapter string) (llm.Stream, *llm.Error) {
+	st, e := r.generate(ctx, req, adapter)
+	if e != nil {
+		return nil, e
+	}
+	return st, nil
+}
+
+func (r *Runner) generate(ctx context.Context, req *llm.Request, adapter string) (*stream, *llm.Error) {
 	prompts, e := r.prompts(req)
 	if e != nil {
 		return nil, e

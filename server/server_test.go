@@ -74,7 +74,7 @@ func backendFor(t testing.TB, sched *scheduler.Scheduler, name string) *multiple
 	t.Helper()
 	r := multiplex.NewRunner(name, sched)
 	t.Cleanup(r.Close)
-	p := multiplex.NewPool()
+	p := multiplex.NewPool(multiplex.PoolOptions{})
 	if err := p.Add(name, nil, r); err != nil {
 		t.Fatal(err)
 	}

@@ -36,7 +36,7 @@ func TestBenchEndToEnd(t *testing.T) {
 	defer func() { cancel(); sched.Close() }()
 	runner := multiplex.NewRunner("tiny", sched)
 	defer runner.Close()
-	pool := multiplex.NewPool()
+	pool := multiplex.NewPool(multiplex.PoolOptions{})
 	if err := pool.Add("tiny", nil, runner); err != nil {
 		t.Fatal(err)
 	}

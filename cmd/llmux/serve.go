@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -16,7 +15,6 @@ import (
 	"golang.org/x/sync/errgroup"
 	"gopkg.in/yaml.v3"
 
-	"github.com/llmux/llmux/engine"
 	"github.com/llmux/llmux/multiplex"
 	"github.com/llmux/llmux/openai"
 	"github.com/llmux/llmux/scheduler"
@@ -30,8 +28,17 @@ import (
 type serveFlags struct {
 	fs              *flag.FlagSet
 	config          *string
-	model           *string
+	model           *listFlag
 	modelName       *string
+	modelsDir       *listFlag
+	ollamaModels    *string
+	maxModels       *int
+	memoryBudget    *string
+	swapPolicy      *string
+	minResidency    *time.Duration
+	maxSwapWait     *time.Duration
+	keepAlive       *time.Duration
+	models          []multiplex.ModelConfig
 	host            *string
 	port            *int
 	parallel        *int
@@ -62,8 +69,18 @@ func newServeFlags() *serveFlags {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	f := &serveFlags{fs: fs}
 	f.config = fs.String("config", "", "YAML config file (keys are flag names)")
-	f.model = fs.String("model", "", "GGUF model file, or synth:PRESET (default: the embedded synthesized model)")
-	f.modelName = fs.String("model-name", "", "model id clients send (default: the file name without .gguf)")
+	f.model = &listFlag{}
+	fs.Var(f.model, "model", "[NAME=]PATH: a GGUF model file, synth:PRESET, or an ollama model name[:tag]; repeatable (default: the embedded synthesized model)")
+	f.modelName = fs.String("model-name", "", "model id clients send, when one --model is given (default: the file name without .gguf)")
+	f.modelsDir = &listFlag{}
+	fs.Var(f.modelsDir, "models-dir", "serve every .gguf file in this directory under its file name; repeatable")
+	f.ollamaModels = fs.String("ollama-models", "", "ollama's model store, whose models are served by their ollama names (default: $OLLAMA_MODELS or ~/.ollama/models, when it exists)")
+	f.maxModels = fs.Int("max-models", 0, "most base models loaded at once (0: no bound)")
+	f.memoryBudget = fs.String("memory-budget", "", "most memory the loaded models may hold, from their metadata: weights + KV cache (e.g. 12GiB; empty: no bound)")
+	f.swapPolicy = fs.String("swap-policy", string(multiplex.SwapAware), "how loaded models make room: swap-aware (group bursts, minimum residency, bounded waits) or lru")
+	f.minResidency = fs.Duration("min-residency", multiplex.DefaultMinResidency, "a loaded model stays at least this long before a swap evicts it")
+	f.maxSwapWait = fs.Duration("max-swap-wait", multiplex.DefaultMaxSwapWait, "requests for a model that does not fit wait at most this long before a busy model is drained to make room")
+	f.keepAlive = fs.Duration("keep-alive", 0, "unload a model idle this long (0: never)")
 	f.host = fs.String("host", "127.0.0.1", "address to listen on")
 	f.port = fs.Int("port", 8080, "port to listen on (0: any free port)")
 	f.parallel = fs.Int("parallel", 4, "sequences decoded at once")
@@ -93,7 +110,7 @@ func newServeFlags() *serveFlags {
 
 // parse applies flags, then environment and config values for flags not
 // given on the command line.
-func (f *serveFlags) parse(args []string) error {
+func (f *serveFlags) parse(args []string) (err error) {
 	if err := f.fs.Parse(args); err != nil {
 		return err
 	}
@@ -117,6 +134,12 @@ func (f *serveFlags) parse(args []string) error {
 		if err := yaml.Unmarshal(data, &raw); err != nil {
 			return fmt.Errorf("config %s: %w", *f.config, err)
 		}
+		if _, ok := raw["models"]; ok {
+			if f.models, err = decodeModels(data); err != nil {
+				return fmt.Errorf("config %s: %w", *f.config, err)
+			}
+			delete(raw, "models")
+		}
 		for k, v := range raw {
 			name := strings.ReplaceAll(k, "_", "-")
 			if f.fs.Lookup(name) == nil || name == "config" {
@@ -133,7 +156,6 @@ func (f *serveFlags) parse(args []string) error {
 			}
 		}
 	}
-	var err error
 	f.fs.VisitAll(func(fl *flag.Flag) {
 		if set[fl.Name] || err != nil || fl.Name == "config" {
 			return
@@ -174,44 +196,32 @@ func runServe(ctx context.Context, args []string) error {
 		return err
 	}
 	slog.SetDefault(logger)
-	path, synthName, synth, err := resolveModel(*f.model)
+	catalog, err := f.catalog(logger)
 	if err != nil {
 		return err
 	}
-	if *f.modelName == "" {
-		*f.modelName = synthName // "" for files: the server uses the file name
-	}
-	if synth {
-		logger.Warn("serving a synthesized model: its weights are random, so it writes no sensible text; pass --model FILE.gguf for a real model", "path", path)
-	}
-	bar := newProgressBar("loading " + path)
-	m, err := engine.LoadModel(path, engine.ModelOptions{GPULayers: *f.gpuLayers, Progress: func(p float32) bool { bar.Set(float64(p)); return ctx.Err() == nil }})
+	budget, err := parseBytes(*f.memoryBudget)
 	if err != nil {
-		bar.Done("failed")
+		return fmt.Errorf("--memory-budget: %w", err)
+	}
+	policy, err := multiplex.ParseSwapPolicy(*f.swapPolicy)
+	if err != nil {
 		return err
 	}
-	defer m.Close()
-	bar.Done("done: " + m.Description())
-	sched, err := scheduler.New(m, scheduler.Options{
-		Parallel: *f.parallel, CacheSlots: *f.cacheSlots, Cells: *f.ctxSize, TokenBudget: *f.batch, Chunk: *f.chunk,
-		MaxQueue: *f.maxQueue, QueueTimeout: *f.queueTimeout, NoPrefixCache: *f.noPrefixCache,
-		Threads: *f.threads, KVLayout: *f.kvLayout, Handoff: *f.handoff, FlashAttention: *f.flashAttn, KVType: *f.kvType, Logger: logger,
+	defaults := &modelDefaults{
+		parallel: *f.parallel, ctx: *f.ctxSize, kvLayout: *f.kvLayout, gpuLayers: *f.gpuLayers,
+		sched: scheduler.Options{
+			CacheSlots: *f.cacheSlots, TokenBudget: *f.batch, Chunk: *f.chunk, MaxQueue: *f.maxQueue, QueueTimeout: *f.queueTimeout,
+			NoPrefixCache: *f.noPrefixCache, Threads: *f.threads, Handoff: *f.handoff, FlashAttention: *f.flashAttn, KVType: *f.kvType, Logger: logger,
+		},
+	}
+	pool := multiplex.NewPool(multiplex.PoolOptions{
+		Catalog: catalog, Load: defaults.loader(logger), Size: defaults.size,
+		MaxModels: *f.maxModels, MemoryBudget: budget, Policy: policy, MinResidency: *f.minResidency, MaxSwapWait: *f.maxSwapWait,
+		KeepAlive: *f.keepAlive, Logger: logger,
 	})
-	if err != nil {
-		return err
-	}
 	limits := openai.DefaultLimits()
 	limits.MaxTokens, limits.MaxN = *f.maxTokens, *f.maxN
-	name := *f.modelName
-	if name == "" {
-		name = strings.TrimSuffix(filepath.Base(path), ".gguf")
-	}
-	runner := multiplex.NewRunner(name, sched)
-	defer runner.Close()
-	pool := multiplex.NewPool()
-	if err := pool.Add(name, nil, runner); err != nil {
-		return err
-	}
 	srv := server.New(pool, server.Options{
 		APIKeys: splitComma(*f.apiKeys), CORSOrigins: splitComma(*f.cors),
 		MaxBodyBytes: *f.maxBody, Limits: &limits, ShutdownTimeout: *f.shutdownTimeout, Version: version, Logger: logger,
@@ -220,19 +230,22 @@ func runServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	o := sched.Options()
-	logger.Info("llmux serving", "url", "http://"+ln.Addr().String()+"/v1", "model", path, "parallel", o.Parallel, "ctx", o.Cells, "kv_layout", o.KVLayout, "seq_ctx", sched.SeqContext(), "version", version, "cpu", cpuTarget)
-	// The scheduler outlives the HTTP server so draining streams finish;
-	// it stops once the server has.
-	schedCtx, stopSched := context.WithCancel(context.Background())
+	var names []string
+	for _, e := range catalog.Entries() {
+		names = append(names, e.Name)
+	}
+	logger.Info("llmux serving", "url", "http://"+ln.Addr().String()+"/v1", "models", strings.Join(names, ","), "max_models", *f.maxModels,
+		"swap_policy", policy, "version", version, "cpu", cpuTarget)
+	// The pool outlives the HTTP server so draining streams finish; it
+	// stops (unloading every model) once the server has.
+	poolCtx, stopPool := context.WithCancel(context.Background())
 	var g errgroup.Group
-	g.Go(func() error { return sched.Run(schedCtx) })
+	g.Go(func() error { return pool.Run(poolCtx) })
 	g.Go(func() error {
-		defer stopSched()
+		defer stopPool()
 		return srv.Serve(ctx, ln)
 	})
 	err = g.Wait()
-	sched.Close()
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}

@@ -1,0 +1,255 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/llmux/llmux/engine"
+	"github.com/llmux/llmux/llm"
+	"github.com/llmux/llmux/models"
+	"github.com/llmux/llmux/multiplex"
+	"github.com/llmux/llmux/scheduler"
+)
+
+// listFlag is a repeatable flag; a value from the environment or the
+// config file may hold several, comma-separated.
+type listFlag struct{ v []string }
+
+func (l *listFlag) String() string { return strings.Join(l.v, ",") }
+
+func (l *listFlag) Set(s string) error {
+	l.v = append(l.v, splitComma(s)...)
+	return nil
+}
+
+// decodeModels reads the config file's models: list strictly (unknown
+// keys are errors).
+func decodeModels(data []byte) ([]multiplex.ModelConfig, error) {
+	var doc struct {
+		Models []multiplex.ModelConfig `yaml:"models"`
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	// Only the models key is decoded here; the flat keys are read as
+	// flags. A strict decode of the whole document would refuse them, so
+	// decode the models node alone.
+	var root yaml.Node
+	if err := dec.Decode(&root); err != nil {
+		return nil, err
+	}
+	if len(root.Content) == 0 {
+		return nil, nil
+	}
+	m := root.Content[0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value != "models" {
+			continue
+		}
+		var out bytes.Buffer
+		enc := yaml.NewEncoder(&out)
+		if err := enc.Encode(map[string]*yaml.Node{"models": m.Content[i+1]}); err != nil {
+			return nil, err
+		}
+		strict := yaml.NewDecoder(&out)
+		strict.KnownFields(true)
+		if err := strict.Decode(&doc); err != nil {
+			return nil, fmt.Errorf("models: %w", err)
+		}
+	}
+	return doc.Models, nil
+}
+
+// catalog builds the servable names from --model, the config's models:
+// list, --models-dir and the ollama store. With nothing configured it
+// serves the embedded synthesized model. A single configured model is
+// pinned: loaded at start and never evicted, as a one-model server
+// expects.
+func (f *serveFlags) catalog(logger *slog.Logger) (*multiplex.Catalog, error) {
+	var list []multiplex.ModelConfig
+	for _, arg := range f.model.v {
+		name, path, ok := strings.Cut(arg, "=")
+		if !ok || strings.ContainsAny(name, `/\`) {
+			name, path = "", arg
+		}
+		list = append(list, multiplex.ModelConfig{Name: name, Path: path})
+	}
+	if len(f.model.v) == 1 && *f.modelName != "" {
+		list[0].Name = *f.modelName
+	}
+	list = append(list, f.models...)
+	if len(list) == 0 && len(f.modelsDir.v) == 0 {
+		list = append(list, multiplex.ModelConfig{Path: "synth:" + defaultPreset})
+	}
+	for i := range list {
+		m := &list[i]
+		if !strings.HasPrefix(m.Path, "synth:") {
+			continue
+		}
+		path, synthName, _, err := resolveModel(m.Path)
+		if err != nil {
+			return nil, err
+		}
+		if m.Name == "" {
+			m.Name = synthName
+		}
+		m.Path = path
+		logger.Warn("serving a synthesized model: its weights are random, so it writes no sensible text; pass --model FILE.gguf for a real model", "model", m.Name)
+	}
+	if len(list) == 1 && len(f.modelsDir.v) == 0 {
+		list[0].Pinned = true
+	}
+	for _, m := range list {
+		if len(m.Adapters) > 0 {
+			return nil, fmt.Errorf("model %q: LoRA adapters are not served by this build yet", m.Name)
+		}
+	}
+	ollama := *f.ollamaModels
+	if ollama == "" {
+		home, _ := os.UserHomeDir()
+		ollama = multiplex.DefaultOllamaDir(os.Getenv("OLLAMA_MODELS"), home)
+	}
+	c, err := multiplex.NewCatalog(multiplex.CatalogOptions{Models: list, ModelsDirs: f.modelsDir.v, OllamaDir: ollama})
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range c.Skipped() {
+		logger.Warn("not serving", "why", s)
+	}
+	return c, nil
+}
+
+// parseBytes reads a size such as 512MiB, 12GiB, 8G or 1000000 (bytes).
+func parseBytes(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, nil
+	}
+	units := []struct {
+		suffix string
+		mult   float64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+		{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1}}
+	mult := 1.0
+	for _, u := range units {
+		if rest, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = strings.TrimSpace(rest), u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("%q is not a size (e.g. 512MiB, 12GiB)", s)
+	}
+	return int64(v * mult), nil
+}
+
+// modelDefaults are the server-wide settings a model's own config may
+// override, and what loads a model with them.
+type modelDefaults struct {
+	parallel, ctx, gpuLayers int
+	kvLayout                 string
+	sched                    scheduler.Options
+
+	mu    sync.Mutex // guards infos
+	infos map[string]*models.Info
+}
+
+func (d *modelDefaults) options(e multiplex.Entry) scheduler.Options {
+	o := d.sched
+	o.Parallel, o.Cells, o.KVLayout = d.parallel, d.ctx, d.kvLayout
+	if e.Config.Parallel > 0 {
+		o.Parallel = e.Config.Parallel
+	}
+	if e.Config.CtxSize > 0 {
+		o.Cells = e.Config.CtxSize
+	}
+	if e.Config.KVLayout != "" {
+		o.KVLayout = e.Config.KVLayout
+	}
+	return o
+}
+
+func (d *modelDefaults) inspect(path string) (*models.Info, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if i, ok := d.infos[path]; ok {
+		return i, nil
+	}
+	i, err := models.Inspect(path)
+	if err != nil {
+		return nil, err
+	}
+	if d.infos == nil {
+		d.infos = map[string]*models.Info{}
+	}
+	d.infos[path] = i
+	return i, nil
+}
+
+// size estimates a model's memory (weights + KV cache for its context)
+// and what validation needs, from its GGUF metadata.
+func (d *modelDefaults) size(e multiplex.Entry) (int64, llm.ModelInfo, error) {
+	i, err := d.inspect(e.Path)
+	if err != nil {
+		return 0, llm.ModelInfo{}, err
+	}
+	o := d.options(e)
+	ctx := o.Cells
+	if ctx <= 0 {
+		ctx = min(int(i.ContextLength), 8192)
+		if ctx <= 0 {
+			ctx = 8192
+		}
+	}
+	parallel := max(o.Parallel, 1)
+	mi := llm.ModelInfo{VocabSize: int(i.VocabSize), Context: ctx, Parallel: parallel, Embedding: int(i.Embedding)}
+	if o.KVLayout == "per-slot" {
+		mi.Context = ctx / parallel
+	}
+	return int64(i.MemoryEstimate(ctx)), mi, nil
+}
+
+// loader loads a model with its settings and starts its scheduler.
+func (d *modelDefaults) loader(logger *slog.Logger) multiplex.Loader {
+	return func(ctx context.Context, e multiplex.Entry) (*multiplex.Loaded, error) {
+		m, err := engine.LoadModel(e.Path, engine.ModelOptions{GPULayers: d.gpuLayers, Progress: func(float32) bool { return ctx.Err() == nil }})
+		if err != nil {
+			return nil, err
+		}
+		if ctx.Err() != nil {
+			m.Close()
+			return nil, ctx.Err()
+		}
+		sched, err := scheduler.New(m, d.options(e))
+		if err != nil {
+			m.Close()
+			return nil, err
+		}
+		runCtx, stop := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := sched.Run(runCtx); err != nil && runCtx.Err() == nil {
+				logger.Error("scheduler stopped", "model", e.Name, "err", err)
+			}
+		}()
+		r := multiplex.NewRunner(e.Name, sched)
+		bytes, _, _ := d.size(e)
+		o := sched.Options()
+		logger.Info("model ready", "model", e.Name, "description", m.Description(), "parallel", o.Parallel, "ctx", o.Cells, "kv_layout", o.KVLayout, "seq_ctx", sched.SeqContext())
+		return &multiplex.Loaded{Runner: r, Bytes: bytes, Close: func() {
+			stop()
+			<-done
+			r.Close()
+			sched.Close()
+			m.Close()
+		}}, nil
+	}
+}
