@@ -30,10 +30,25 @@ func seriesDesc(name, help string) *prometheus.Desc {
 
 var _ prometheus.Collector = (*Pool)(nil)
 
+// Series of the pool's own work: loads and evictions of catalog models.
+var (
+	loadsDesc        = seriesDesc("model_loads_total", "Completed loads of a model.")
+	loadFailuresDesc = seriesDesc("model_load_failures_total", "Loads of a model that failed.")
+	loadSecondsDesc  = seriesDesc("model_load_seconds_total", "Time spent loading a model.")
+	evictionsDesc    = seriesDesc("model_evictions_total", "Unloads of a model (swaps, keep-alive, shutdown).")
+	inFlightDesc     = seriesDesc("model_requests_in_flight", "Requests holding a lease on a model (running, or queued in its scheduler).")
+	residentDesc     = seriesDesc("model_loaded", "1 while a model is loaded.")
+	swapsDesc        = prometheus.NewDesc("llmux_model_swaps_total", "Evictions made to fit another model.", nil, nil)
+	coldStartsDesc   = prometheus.NewDesc("llmux_model_cold_starts_total", "Loads started for a model that was not resident.", nil, nil)
+)
+
 // Describe sends the descriptors of the per-model series.
 func (p *Pool) Describe(ch chan<- *prometheus.Desc) {
 	for _, s := range modelSeries {
 		ch <- s.desc
+	}
+	for _, d := range []*prometheus.Desc{loadsDesc, loadFailuresDesc, loadSecondsDesc, evictionsDesc, inFlightDesc, residentDesc, swapsDesc, coldStartsDesc} {
+		ch <- d
 	}
 }
 
@@ -44,5 +59,23 @@ func (p *Pool) Collect(ch chan<- prometheus.Metric) {
 		for _, s := range modelSeries {
 			ch <- prometheus.MustNewConstMetric(s.desc, s.kind, s.value(st), name)
 		}
+	}
+	if !p.running.Load() {
+		return
+	}
+	st := p.Stats()
+	ch <- prometheus.MustNewConstMetric(swapsDesc, prometheus.CounterValue, float64(st.Swaps))
+	ch <- prometheus.MustNewConstMetric(coldStartsDesc, prometheus.CounterValue, float64(st.ColdStarts))
+	for name, m := range st.Models {
+		resident := 0.0
+		if m.Resident {
+			resident = 1
+		}
+		ch <- prometheus.MustNewConstMetric(loadsDesc, prometheus.CounterValue, float64(m.Loads), name)
+		ch <- prometheus.MustNewConstMetric(loadFailuresDesc, prometheus.CounterValue, float64(m.LoadFailures), name)
+		ch <- prometheus.MustNewConstMetric(loadSecondsDesc, prometheus.CounterValue, m.LoadSeconds, name)
+		ch <- prometheus.MustNewConstMetric(evictionsDesc, prometheus.CounterValue, float64(m.Evictions), name)
+		ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(m.InFlight), name)
+		ch <- prometheus.MustNewConstMetric(residentDesc, prometheus.GaugeValue, resident, name)
 	}
 }

@@ -67,7 +67,7 @@ type Pool struct {
 
 	inbox chan any
 	done  chan struct{}
-	wg    sync.WaitGroup // running loads and unloads
+	wg    sync.WaitGroup // running loads
 
 	running atomic.Bool // Run is serving the inbox
 	stats   PoolStats   // owned by Run
@@ -76,6 +76,18 @@ type Pool struct {
 // PoolStats count the pool's work since it started.
 type PoolStats struct {
 	Loads, LoadFailures, Evictions, ColdStarts int64
+	// Swaps are evictions made to fit another model.
+	Swaps int64
+	// Models has each catalog model's own counts.
+	Models map[string]ModelStats
+}
+
+// ModelStats count one catalog model's loads and leases.
+type ModelStats struct {
+	Loads, LoadFailures, Evictions int64
+	LoadSeconds                    float64 // total time spent loading
+	InFlight                       int     // leases held now
+	Resident                       bool
 }
 
 var _ llm.Backend = (*Pool)(nil)
@@ -428,6 +440,7 @@ type resident struct {
 // it loaded (after their leases are released or ctx's end makes them
 // moot) and returns.
 func (p *Pool) Run(ctx context.Context) error {
+	p.stats.Models = map[string]ModelStats{}
 	p.running.Store(true)
 	defer close(p.done)
 	defer p.running.Store(false)
@@ -452,16 +465,26 @@ func (p *Pool) Run(ctx context.Context) error {
 		}
 		delete(waiting, name)
 	}
+	count := func(name string, f func(*ModelStats)) {
+		ms := p.stats.Models[name]
+		f(&ms)
+		p.stats.Models[name] = ms
+	}
 	unload := func(r *resident, why string) {
 		delete(res, r.name)
 		p.mu.Lock()
 		delete(p.live, r.name)
 		p.mu.Unlock()
 		p.stats.Evictions++
+		if why == "swap" || why == "drained for a swap" {
+			p.stats.Swaps++
+		}
+		count(r.name, func(m *ModelStats) { m.Evictions++ })
 		p.log.Info("unloading model", "model", r.name, "why", why)
-		l := r.loaded
-		p.wg.Add(1)
-		go func() { defer p.wg.Done(); l.Close() }()
+		// In this goroutine, so that the memory is free before the load
+		// it makes room for starts. The model is idle (no leases), so
+		// its scheduler stops at once.
+		r.loaded.Close()
 	}
 	startLoad := func(name string) {
 		e, ok := p.opts.Catalog.Base(name)
@@ -620,6 +643,7 @@ func (p *Pool) Run(ctx context.Context) error {
 				if m.err != nil {
 					delete(res, m.name)
 					p.stats.LoadFailures++
+					count(m.name, func(ms *ModelStats) { ms.LoadFailures++ })
 					e := llm.Errorf(llm.CodeLoadFailed, "model", "the model %q failed to load: %s", m.name, loadFailure(m.err))
 					if errors.Is(m.err, context.Canceled) {
 						e = llm.Errorf(llm.CodeCancelled, "", "the load of %q was abandoned", m.name)
@@ -630,6 +654,7 @@ func (p *Pool) Run(ctx context.Context) error {
 					continue
 				}
 				p.stats.Loads++
+				count(m.name, func(ms *ModelStats) { ms.Loads++; ms.LoadSeconds += m.took.Seconds() })
 				r.loaded, r.loading, r.cancel = m.l, false, nil
 				r.loadedAt, r.loadTime = time.Now(), m.took
 				if m.l.Bytes > 0 {
@@ -643,7 +668,17 @@ func (p *Pool) Run(ctx context.Context) error {
 				grantAll(r)
 				plan()
 			case statsMsg:
-				m.reply <- p.stats
+				out := p.stats
+				out.Models = make(map[string]ModelStats, len(p.stats.Models)+len(res))
+				for k, v := range p.stats.Models {
+					out.Models[k] = v
+				}
+				for name, r := range res {
+					ms := out.Models[name]
+					ms.InFlight, ms.Resident = r.inFlight, !r.loading
+					out.Models[name] = ms
+				}
+				m.reply <- out
 			case loadingMsg:
 				out := map[string]bool{}
 				for name, r := range res {

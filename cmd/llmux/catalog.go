@@ -2,21 +2,15 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/llmux/llmux/engine"
-	"github.com/llmux/llmux/llm"
-	"github.com/llmux/llmux/models"
 	"github.com/llmux/llmux/multiplex"
-	"github.com/llmux/llmux/scheduler"
 )
 
 // listFlag is a repeatable flag; a value from the environment or the
@@ -148,108 +142,4 @@ func parseBytes(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is not a size (e.g. 512MiB, 12GiB)", s)
 	}
 	return int64(v * mult), nil
-}
-
-// modelDefaults are the server-wide settings a model's own config may
-// override, and what loads a model with them.
-type modelDefaults struct {
-	parallel, ctx, gpuLayers int
-	kvLayout                 string
-	sched                    scheduler.Options
-
-	mu    sync.Mutex // guards infos
-	infos map[string]*models.Info
-}
-
-func (d *modelDefaults) options(e multiplex.Entry) scheduler.Options {
-	o := d.sched
-	o.Parallel, o.Cells, o.KVLayout = d.parallel, d.ctx, d.kvLayout
-	if e.Config.Parallel > 0 {
-		o.Parallel = e.Config.Parallel
-	}
-	if e.Config.CtxSize > 0 {
-		o.Cells = e.Config.CtxSize
-	}
-	if e.Config.KVLayout != "" {
-		o.KVLayout = e.Config.KVLayout
-	}
-	return o
-}
-
-func (d *modelDefaults) inspect(path string) (*models.Info, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if i, ok := d.infos[path]; ok {
-		return i, nil
-	}
-	i, err := models.Inspect(path)
-	if err != nil {
-		return nil, err
-	}
-	if d.infos == nil {
-		d.infos = map[string]*models.Info{}
-	}
-	d.infos[path] = i
-	return i, nil
-}
-
-// size estimates a model's memory (weights + KV cache for its context)
-// and what validation needs, from its GGUF metadata.
-func (d *modelDefaults) size(e multiplex.Entry) (int64, llm.ModelInfo, error) {
-	i, err := d.inspect(e.Path)
-	if err != nil {
-		return 0, llm.ModelInfo{}, err
-	}
-	o := d.options(e)
-	ctx := o.Cells
-	if ctx <= 0 {
-		ctx = min(int(i.ContextLength), 8192)
-		if ctx <= 0 {
-			ctx = 8192
-		}
-	}
-	parallel := max(o.Parallel, 1)
-	mi := llm.ModelInfo{VocabSize: int(i.VocabSize), Context: ctx, Parallel: parallel, Embedding: int(i.Embedding)}
-	if o.KVLayout == "per-slot" {
-		mi.Context = ctx / parallel
-	}
-	return int64(i.MemoryEstimate(ctx)), mi, nil
-}
-
-// loader loads a model with its settings and starts its scheduler.
-func (d *modelDefaults) loader(logger *slog.Logger) multiplex.Loader {
-	return func(ctx context.Context, e multiplex.Entry) (*multiplex.Loaded, error) {
-		m, err := engine.LoadModel(e.Path, engine.ModelOptions{GPULayers: d.gpuLayers, Progress: func(float32) bool { return ctx.Err() == nil }})
-		if err != nil {
-			return nil, err
-		}
-		if ctx.Err() != nil {
-			m.Close()
-			return nil, ctx.Err()
-		}
-		sched, err := scheduler.New(m, d.options(e))
-		if err != nil {
-			m.Close()
-			return nil, err
-		}
-		runCtx, stop := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			if err := sched.Run(runCtx); err != nil && runCtx.Err() == nil {
-				logger.Error("scheduler stopped", "model", e.Name, "err", err)
-			}
-		}()
-		r := multiplex.NewRunner(e.Name, sched)
-		bytes, _, _ := d.size(e)
-		o := sched.Options()
-		logger.Info("model ready", "model", e.Name, "description", m.Description(), "parallel", o.Parallel, "ctx", o.Cells, "kv_layout", o.KVLayout, "seq_ctx", sched.SeqContext())
-		return &multiplex.Loaded{Runner: r, Bytes: bytes, Close: func() {
-			stop()
-			<-done
-			r.Close()
-			sched.Close()
-			m.Close()
-		}}, nil
-	}
 }

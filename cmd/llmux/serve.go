@@ -208,15 +208,13 @@ func runServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defaults := &modelDefaults{
-		parallel: *f.parallel, ctx: *f.ctxSize, kvLayout: *f.kvLayout, gpuLayers: *f.gpuLayers,
-		sched: scheduler.Options{
-			CacheSlots: *f.cacheSlots, TokenBudget: *f.batch, Chunk: *f.chunk, MaxQueue: *f.maxQueue, QueueTimeout: *f.queueTimeout,
-			NoPrefixCache: *f.noPrefixCache, Threads: *f.threads, Handoff: *f.handoff, FlashAttention: *f.flashAttn, KVType: *f.kvType, Logger: logger,
-		},
-	}
+	loader := &multiplex.EngineLoader{GPULayers: *f.gpuLayers, Logger: logger, Defaults: scheduler.Options{
+		Parallel: *f.parallel, Cells: *f.ctxSize, KVLayout: *f.kvLayout,
+		CacheSlots: *f.cacheSlots, TokenBudget: *f.batch, Chunk: *f.chunk, MaxQueue: *f.maxQueue, QueueTimeout: *f.queueTimeout,
+		NoPrefixCache: *f.noPrefixCache, Threads: *f.threads, Handoff: *f.handoff, FlashAttention: *f.flashAttn, KVType: *f.kvType,
+	}}
 	pool := multiplex.NewPool(multiplex.PoolOptions{
-		Catalog: catalog, Load: defaults.loader(logger), Size: defaults.size,
+		Catalog: catalog, Load: loader.Load, Size: loader.Size,
 		MaxModels: *f.maxModels, MemoryBudget: budget, Policy: policy, MinResidency: *f.minResidency, MaxSwapWait: *f.maxSwapWait,
 		KeepAlive: *f.keepAlive, Logger: logger,
 	})

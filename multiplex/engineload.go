@@ -1,0 +1,122 @@
+package multiplex
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+
+	"github.com/llmux/llmux/engine"
+	"github.com/llmux/llmux/llm"
+	"github.com/llmux/llmux/models"
+	"github.com/llmux/llmux/scheduler"
+)
+
+// EngineLoader loads catalog models into llama.cpp engines, each with a
+// scheduler of its own: Defaults are the server-wide scheduler settings
+// that a model's own config (parallel, ctx_size, kv_layout) overrides.
+type EngineLoader struct {
+	Defaults  scheduler.Options
+	GPULayers int
+	Logger    *slog.Logger
+
+	mu    sync.Mutex // guards infos
+	infos map[string]*models.Info
+}
+
+func (d *EngineLoader) options(e Entry) scheduler.Options {
+	o := d.Defaults
+	if d.Logger != nil {
+		o.Logger = d.Logger
+	}
+	if e.Config.Parallel > 0 {
+		o.Parallel = e.Config.Parallel
+	}
+	if e.Config.CtxSize > 0 {
+		o.Cells = e.Config.CtxSize
+	}
+	if e.Config.KVLayout != "" {
+		o.KVLayout = e.Config.KVLayout
+	}
+	return o
+}
+
+func (d *EngineLoader) inspect(path string) (*models.Info, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if i, ok := d.infos[path]; ok {
+		return i, nil
+	}
+	i, err := models.Inspect(path)
+	if err != nil {
+		return nil, err
+	}
+	if d.infos == nil {
+		d.infos = map[string]*models.Info{}
+	}
+	d.infos[path] = i
+	return i, nil
+}
+
+// Size estimates a model's memory (weights + KV cache for its context)
+// and what validation needs, from its GGUF metadata.
+func (d *EngineLoader) Size(e Entry) (int64, llm.ModelInfo, error) {
+	i, err := d.inspect(e.Path)
+	if err != nil {
+		return 0, llm.ModelInfo{}, err
+	}
+	o := d.options(e)
+	ctx := o.Cells
+	if ctx <= 0 {
+		ctx = min(int(i.ContextLength), 8192)
+		if ctx <= 0 {
+			ctx = 8192
+		}
+	}
+	parallel := max(o.Parallel, 1)
+	mi := llm.ModelInfo{VocabSize: int(i.VocabSize), Context: ctx, Parallel: parallel, Embedding: int(i.Embedding)}
+	if o.KVLayout == "per-slot" {
+		mi.Context = ctx / parallel
+	}
+	return int64(i.MemoryEstimate(ctx)), mi, nil
+}
+
+// Load loads a model with its settings and starts its scheduler; the
+// returned Close stops the scheduler and frees the model.
+func (d *EngineLoader) Load(ctx context.Context, e Entry) (*Loaded, error) {
+	logger := d.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	m, err := engine.LoadModel(e.Path, engine.ModelOptions{GPULayers: d.GPULayers, Progress: func(float32) bool { return ctx.Err() == nil }})
+	if err != nil {
+		return nil, err
+	}
+	if ctx.Err() != nil {
+		m.Close()
+		return nil, ctx.Err()
+	}
+	sched, err := scheduler.New(m, d.options(e))
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := sched.Run(runCtx); err != nil && runCtx.Err() == nil {
+			logger.Error("scheduler stopped", "model", e.Name, "err", err)
+		}
+	}()
+	r := NewRunner(e.Name, sched)
+	bytes, _, _ := d.Size(e)
+	o := sched.Options()
+	logger.Info("model ready", "model", e.Name, "description", m.Description(), "parallel", o.Parallel, "ctx", o.Cells, "kv_layout", o.KVLayout, "seq_ctx", sched.SeqContext())
+	return &Loaded{Runner: r, Bytes: bytes, Close: func() {
+		stop()
+		<-done
+		r.Close()
+		sched.Close()
+		m.Close()
+	}}, nil
+}
