@@ -86,7 +86,7 @@ func startPool(t *testing.T, dir string, o PoolOptions) (*Pool, *countingLoader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	el := &EngineLoader{Defaults: scheduler.Options{Parallel: 4, Cells: 1024}}
+	el := &EngineLoader{Defaults: scheduler.Options{Parallel: 4, Cells: 1024, Steps: scheduler.NewStepGate()}}
 	cl := &countingLoader{inner: el}
 	o.Catalog, o.Load, o.Size = cat, cl.Load, el.Size
 	p := NewPool(o)

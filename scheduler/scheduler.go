@@ -74,8 +74,25 @@ type Options struct {
 	// with them. A consumer that misses it is not waited for again until
 	// it catches up, so a slow client costs one pause at most.
 	Handoff time.Duration
-	Logger  *slog.Logger
+	// Steps, when set, is shared by the schedulers of one process: each
+	// engine evaluation holds it, so on a CPU several loaded models take
+	// turns at whole steps instead of running their thread pools against
+	// each other on the same cores.
+	Steps  *StepGate
+	Logger *slog.Logger
 }
+
+// StepGate lets one engine step run at a time across the schedulers that
+// share it. Waiting schedulers get it in the order they asked (a Go
+// channel queues blocked senders first in, first out), so busy models
+// share the engine evenly.
+type StepGate struct{ ch chan struct{} }
+
+// NewStepGate returns an open gate.
+func NewStepGate() *StepGate { return &StepGate{ch: make(chan struct{}, 1)} }
+
+func (g *StepGate) acquire() { g.ch <- struct{}{} }
+func (g *StepGate) release() { <-g.ch }
 
 // KV layouts.
 const (
@@ -680,9 +697,15 @@ func (s *Scheduler) step() {
 			}
 		}
 	}
+	if g := s.opts.Steps; g != nil {
+		g.acquire()
+	}
 	start := time.Now()
 	err := s.ctx.Decode(s.batch)
 	elapsed := time.Since(start)
+	if g := s.opts.Steps; g != nil {
+		g.release()
+	}
 	if errors.Is(err, engine.ErrNoKVSpace) {
 		// Fragmented or short: preempt the least urgent running sequence
 		// and plan again.

@@ -212,6 +212,7 @@ func runServe(ctx context.Context, args []string) error {
 		Parallel: *f.parallel, Cells: *f.ctxSize, KVLayout: *f.kvLayout,
 		CacheSlots: *f.cacheSlots, TokenBudget: *f.batch, Chunk: *f.chunk, MaxQueue: *f.maxQueue, QueueTimeout: *f.queueTimeout,
 		NoPrefixCache: *f.noPrefixCache, Threads: *f.threads, Handoff: *f.handoff, FlashAttention: *f.flashAttn, KVType: *f.kvType,
+		Steps: scheduler.NewStepGate(), // the loaded models take turns at engine steps
 	}}
 	pool := multiplex.NewPool(multiplex.PoolOptions{
 		Catalog: catalog, Load: loader.Load, Size: loader.Size,
