@@ -103,6 +103,9 @@ func (f *serveFlags) catalog(logger *slog.Logger) (*multiplex.Catalog, error) {
 		if len(m.Adapters) > 0 {
 			return nil, fmt.Errorf("model %q: LoRA adapters are not served by this build yet", m.Name)
 		}
+		if m.Sampling != (multiplex.SamplingDefaults{}) {
+			return nil, fmt.Errorf("model %q: per-model sampling defaults are not applied by this build yet; remove the sampling key", m.Name)
+		}
 	}
 	ollama := *f.ollamaModels
 	if ollama == "" {
