@@ -45,7 +45,10 @@ type PoolOptions struct {
 	MaxSwapWait  time.Duration
 	// KeepAlive unloads a model idle this long (0: never).
 	KeepAlive time.Duration
-	Logger    *slog.Logger
+	// QueueTimeout bounds how long a request waits for its model to load
+	// when it sets no deadline of its own (default 60s).
+	QueueTimeout time.Duration
+	Logger       *slog.Logger
 }
 
 // Pool is an llm.Backend over a catalog of models. One goroutine (Run)
@@ -99,6 +102,9 @@ func NewPool(opts PoolOptions) *Pool {
 	}
 	if opts.Policy == "" {
 		opts.Policy = SwapAware
+	}
+	if opts.QueueTimeout <= 0 {
+		opts.QueueTimeout = time.Minute
 	}
 	return &Pool{opts: opts, log: opts.Logger, static: map[string]*Runner{}, aliases: map[string]string{}, live: map[string]*Runner{},
 		infos: map[string]llm.ModelInfo{}, inbox: make(chan any, 64), done: make(chan struct{})}
@@ -301,7 +307,7 @@ func (p *Pool) Generate(ctx context.Context, req *llm.Request) (llm.Stream, *llm
 		return t.static.Generate(ctx, req, "")
 	}
 	start := time.Now()
-	r, release, e := p.acquire(ctx, t.base.Name)
+	r, release, e := p.acquire(ctx, t.base.Name, req.Params.Deadline)
 	if e != nil {
 		return nil, e
 	}
@@ -325,7 +331,7 @@ func withRunner[T any](p *Pool, ctx context.Context, model string, f func(*Runne
 	if t.static != nil {
 		return f(t.static)
 	}
-	r, release, e := p.acquire(ctx, t.base.Name)
+	r, release, e := p.acquire(ctx, t.base.Name, time.Time{})
 	if e != nil {
 		return zero, e
 	}
@@ -362,8 +368,9 @@ func (p *Pool) Load() llm.LoadInfo {
 // Messages to the owner goroutine.
 type (
 	acquireMsg struct {
-		name  string
-		reply chan grant // buffered: the owner never blocks on it
+		name     string
+		deadline time.Time
+		reply    chan grant // buffered: the owner never blocks on it
 		// granted is set by the owner when it hands out the lease.
 		granted bool
 		since   time.Time
@@ -385,13 +392,20 @@ type grant struct {
 	err *llm.Error
 }
 
-// acquire waits for a lease on a catalog base model. release must be
-// called exactly once when the work is done.
-func (p *Pool) acquire(ctx context.Context, name string) (*Runner, func(), *llm.Error) {
+// acquire waits for a lease on a catalog base model, until deadline (zero:
+// QueueTimeout from now). release must be called exactly once when the
+// work is done.
+func (p *Pool) acquire(ctx context.Context, name string, deadline time.Time) (*Runner, func(), *llm.Error) {
 	if p.opts.Load == nil {
 		return nil, nil, llm.Errorf(llm.CodeInternal, "", "the pool has no loader for %q", name)
 	}
-	req := &acquireMsg{name: name, reply: make(chan grant, 1), since: time.Now()}
+	now := time.Now()
+	if deadline.IsZero() {
+		deadline = now.Add(p.opts.QueueTimeout)
+	}
+	req := &acquireMsg{name: name, reply: make(chan grant, 1), since: now, deadline: deadline}
+	timer := time.NewTimer(deadline.Sub(now))
+	defer timer.Stop()
 	select {
 	case p.inbox <- req:
 	case <-p.done:
@@ -409,6 +423,9 @@ func (p *Pool) acquire(ctx context.Context, name string) (*Runner, func(), *llm.
 	case <-ctx.Done():
 		p.send(cancelMsg{req})
 		return nil, nil, ErrorOf(ctx.Err())
+	case <-timer.C:
+		p.send(cancelMsg{req})
+		return nil, nil, &llm.Error{Code: llm.CodeOverloaded, Message: fmt.Sprintf("the model %q did not become available within %v", name, deadline.Sub(now).Round(time.Millisecond)), RetryAfter: p.opts.MaxSwapWait}
 	case <-p.done:
 		return nil, nil, llm.Errorf(llm.CodeUnavailable, "", "the server is shutting down")
 	}
@@ -602,6 +619,11 @@ func (p *Pool) Run(ctx context.Context) error {
 					m.reply <- grant{r: r.loaded.Runner}
 					continue
 				}
+				if wait := p.expectedWait(m.name, res, loadTimes); time.Now().Add(wait).After(m.deadline) {
+					m.reply <- grant{err: &llm.Error{Code: llm.CodeOverloaded, RetryAfter: wait,
+						Message: fmt.Sprintf("the model %q is expected to take %v to become available, past the request's deadline", m.name, wait.Round(time.Millisecond))}}
+					continue
+				}
 				waiting[m.name] = append(waiting[m.name], m)
 				plan()
 			case cancelMsg:
@@ -690,6 +712,22 @@ func (p *Pool) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// expectedWait predicts how long a request for a model that is not ready
+// waits: the rest of a load under way, or a whole load (as long as the
+// last one took), plus, when the model does not fit beside the resident
+// ones, the longest a swap-aware swap may be held back. Called by Run.
+func (p *Pool) expectedWait(name string, res map[string]*resident, loadTimes map[string]time.Duration) time.Duration {
+	load := loadTimes[name]
+	if r := res[name]; r != nil {
+		return 0 // loading or draining: it is already on its way
+	}
+	fits := p.opts.MaxModels <= 0 || len(res) < p.opts.MaxModels
+	if !fits && p.opts.Policy == SwapAware {
+		load += p.opts.MaxSwapWait
+	}
+	return load
 }
 
 // size is the memory estimate of a catalog model (0 when unknown).

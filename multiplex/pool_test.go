@@ -379,3 +379,47 @@ func TestUnknownNameIsNotFoundBeforeAnyLoad(t *testing.T) {
 		t.Fatalf("an unknown name caused %d loads", n)
 	}
 }
+
+// fakePool serves a catalog of the given names with a loader that loads
+// nothing (its runners are nil), for tests of the owner's decisions alone.
+func fakePool(t *testing.T, o PoolOptions, names ...string) *Pool {
+	t.Helper()
+	cat, err := NewCatalog(CatalogOptions{ModelsDirs: []string{modelDir(t, names...)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Catalog = cat
+	o.Load = func(ctx context.Context, e Entry) (*Loaded, error) { return &Loaded{Close: func() {}}, nil }
+	p := NewPool(o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return p
+}
+
+func TestARequestThatCannotGetItsModelByItsDeadlineIsRefusedAtOnce(t *testing.T) {
+	p := fakePool(t, PoolOptions{MaxModels: 1, MaxSwapWait: 5 * time.Second, MinResidency: time.Hour}, "a", "b")
+	ctx := context.Background()
+	_, release, e := p.acquire(ctx, "a", time.Time{})
+	if e != nil {
+		t.Fatal(e)
+	}
+	defer release()
+	// b does not fit beside a, which is busy: the swap may be held back
+	// for MaxSwapWait, longer than this request may wait.
+	start := time.Now()
+	_, _, e = p.acquire(ctx, "b", time.Now().Add(time.Second))
+	if e == nil || e.Code != llm.CodeOverloaded || e.RetryAfter < 5*time.Second {
+		t.Fatalf("got %+v, want overloaded with Retry-After ≥ 5s", e)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("refused after %v, not at once", d)
+	}
+	// With a deadline past the predicted wait, it waits; a deadline that
+	// passes while waiting ends the wait with the same error.
+	_, _, e = p.acquire(ctx, "b", time.Now().Add(6*time.Second))
+	if e == nil || e.Code != llm.CodeOverloaded {
+		t.Fatalf("after waiting: %+v", e)
+	}
+}

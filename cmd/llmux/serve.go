@@ -217,7 +217,7 @@ func runServe(ctx context.Context, args []string) error {
 	pool := multiplex.NewPool(multiplex.PoolOptions{
 		Catalog: catalog, Load: loader.Load, Size: loader.Size,
 		MaxModels: *f.maxModels, MemoryBudget: budget, Policy: policy, MinResidency: *f.minResidency, MaxSwapWait: *f.maxSwapWait,
-		KeepAlive: *f.keepAlive, Logger: logger,
+		KeepAlive: *f.keepAlive, QueueTimeout: *f.queueTimeout, Logger: logger,
 	})
 	limits := openai.DefaultLimits()
 	limits.MaxTokens, limits.MaxN = *f.maxTokens, *f.maxN
