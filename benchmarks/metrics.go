@@ -20,6 +20,10 @@ type Record struct {
 	OutputTokens int             `json:"output_tokens"`
 	Err          string          `json:"error,omitempty"` // failure kind, "" on success
 	RetryAfter   time.Duration   `json:"retry_after_ns,omitempty"`
+	Model        string          `json:"model,omitempty"` // the model it named
+	// Client is the concurrency slot that sent it (-1: unbounded
+	// concurrency); a client's requests are sent one after another.
+	Client int `json:"client"`
 }
 
 // OK reports whether the request succeeded.
@@ -137,6 +141,7 @@ type Summary struct {
 	TotalTokenRate float64        `json:"total_token_throughput"` // (prompt+output) tokens/s
 	Goodput        float64        `json:"request_goodput"`        // good requests/s
 	GoodFraction   float64        `json:"good_fraction"`
+	PerModel       map[string]int `json:"requests_per_model,omitempty"` // requests sent per model named
 	PromptTokens   int            `json:"total_input_tokens"`
 	OutputTokens   int            `json:"total_output_tokens"`
 	TTFT           Dist           `json:"ttft"`
@@ -152,6 +157,12 @@ func Summarize(recs []Record, dur time.Duration, slo SLO) Summary {
 	var ttft, tpot, itl, e2e, retry []time.Duration
 	good := 0
 	for _, r := range recs {
+		if r.Model != "" {
+			if s.PerModel == nil {
+				s.PerModel = map[string]int{}
+			}
+			s.PerModel[r.Model]++
+		}
 		if !r.OK() {
 			s.Failures[r.Err]++
 			if r.RetryAfter > 0 {

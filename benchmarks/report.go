@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"sort"
 	"strings"
 	"text/tabwriter"
 )
@@ -15,6 +16,8 @@ type Point struct {
 	MaxConcurrency int     `json:"max_concurrency"`
 	RequestRate    float64 `json:"request_rate"`
 	Summary        Summary `json:"summary"`
+	// Requests are the run's records in the order they were sent.
+	Requests []Record `json:"requests,omitempty"`
 }
 
 // Result is what `llmux bench` writes: the setup and one point per load
@@ -71,11 +74,11 @@ func (p Point) load() string {
 func (r *Result) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "%s — %s %s, model %s, dataset %s, %d prompts\n", r.Label, r.BaseURL, r.Endpoint, r.Model, r.Dataset, r.NumPrompts)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "load\tok/total\treq/s\tout tok/s\tTTFT p50 ms\tTTFT p99 ms\tTPOT p50 ms\tITL p99 ms\tE2E p50 ms\tgoodput\tfailures\t")
+	fmt.Fprintln(tw, "load\tok/total\treq/s\tout tok/s\tTTFT p50 ms\tTTFT p99 ms\tTPOT p50 ms\tITL p99 ms\tE2E p50 ms\tgoodput\tfailures\trequests per model\t")
 	for _, p := range r.Points {
 		s := p.Summary
-		fmt.Fprintf(tw, "%s\t%d/%d\t%.2f\t%.1f\t%.0f\t%.0f\t%.1f\t%.1f\t%.0f\t%.2f\t%s\t\n", p.load(), s.Completed, s.Requests, s.RequestRate, s.OutputRate,
-			s.TTFT.Median, s.TTFT.P99, s.TPOT.Median, s.ITL.P99, s.E2E.Median, s.Goodput, failures(s.Failures))
+		fmt.Fprintf(tw, "%s\t%d/%d\t%.2f\t%.1f\t%.0f\t%.0f\t%.1f\t%.1f\t%.0f\t%.2f\t%s\t%s\t\n", p.load(), s.Completed, s.Requests, s.RequestRate, s.OutputRate,
+			s.TTFT.Median, s.TTFT.P99, s.TPOT.Median, s.ITL.P99, s.E2E.Median, s.Goodput, failures(s.Failures), perModel(s.PerModel))
 	}
 	tw.Flush()
 }
@@ -87,6 +90,23 @@ func failures(f map[string]int) string {
 	var parts []string
 	for k, v := range f {
 		parts = append(parts, fmt.Sprintf("%s:%d", k, v))
+	}
+	return strings.Join(parts, ",")
+}
+
+// perModel prints request counts per model, by name.
+func perModel(m map[string]int) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	parts := make([]string, len(names))
+	for i, k := range names {
+		parts[i] = fmt.Sprintf("%s:%d", k, m[k])
 	}
 	return strings.Join(parts, ",")
 }

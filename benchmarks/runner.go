@@ -15,8 +15,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"golang.org/x/sync/semaphore"
 )
 
 // RunConfig says how to send a workload.
@@ -29,8 +27,15 @@ type RunConfig struct {
 	// ModelHeader, when set, also sends each item's model in this header
 	// (llmux-multiplexed-model-id).
 	ModelHeader string
-	// MaxConcurrency bounds requests in flight (0: unbounded).
+	// MaxConcurrency bounds requests in flight (0: unbounded). Each of
+	// its slots is a client: it sends one request at a time, the next
+	// item when its previous request has ended.
 	MaxConcurrency int
+	// ClientModel, when set, names the model of each item that names
+	// none from the client (0 ≤ client < MaxConcurrency) that sends it and
+	// how many requests that client has sent before (n, from 0); see
+	// PairsModel. It needs MaxConcurrency > 0.
+	ClientModel func(client, n int) string
 	// RequestRate is the mean arrival rate in requests/s (0: all at once).
 	RequestRate float64
 	// Burstiness is the gamma shape of inter-arrival times: 1 is Poisson,
@@ -64,11 +69,20 @@ func Run(ctx context.Context, cfg RunConfig, items []Item) ([]Record, time.Durat
 	if cfg.Burstiness <= 0 {
 		cfg.Burstiness = 1
 	}
-	limit := int64(cfg.MaxConcurrency)
-	if limit <= 0 {
-		limit = math.MaxInt32
+	if cfg.ClientModel != nil && cfg.MaxConcurrency <= 0 {
+		return nil, 0, fmt.Errorf("a per-client model assignment needs a concurrency limit: each slot is a client")
 	}
-	sem := semaphore.NewWeighted(limit)
+	// slots holds the free clients; every request takes one for its
+	// duration. Unbounded concurrency has no clients (-1).
+	var slots chan int
+	var sent []int // requests each client has sent; only this loop touches it
+	if cfg.MaxConcurrency > 0 {
+		slots = make(chan int, cfg.MaxConcurrency)
+		for c := range cfg.MaxConcurrency {
+			slots <- c
+		}
+		sent = make([]int, cfg.MaxConcurrency)
+	}
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0x61727269))
 	recs := make([]Record, len(items))
 	var wg sync.WaitGroup
@@ -82,17 +96,31 @@ func Run(ctx context.Context, cfg RunConfig, items []Item) ([]Record, time.Durat
 			select {
 			case <-time.After(time.Duration(wait * float64(time.Second))):
 			case <-ctx.Done():
+				wg.Wait()
 				return nil, 0, ctx.Err()
 			}
 		}
-		if err := sem.Acquire(ctx, 1); err != nil {
-			return nil, 0, err
+		client := -1
+		if slots != nil {
+			select {
+			case client = <-slots:
+			case <-ctx.Done():
+				wg.Wait()
+				return nil, 0, ctx.Err()
+			}
+			if it.Model == "" && cfg.ClientModel != nil {
+				it.Model = cfg.ClientModel(client, sent[client])
+			}
+			sent[client]++
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer sem.Release(1)
+			if slots != nil {
+				defer func() { slots <- client }()
+			}
 			recs[i] = send(ctx, cfg, url, it)
+			recs[i].Client = client
 			mu.Lock()
 			done++
 			if cfg.Progress != nil {
@@ -161,6 +189,7 @@ func send(ctx context.Context, cfg RunConfig, url string, it Item) (rec Record) 
 	defer cancel()
 	payload, model := body(cfg, it)
 	rec.PromptTokens = it.PromptWords
+	rec.Model = model
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(payload))
 	req.Header.Set("Content-Type", "application/json")
 	if cfg.APIKey != "" {

@@ -39,7 +39,7 @@ type WorkloadConfig struct {
 	PrefixLen   int      // shared-prefix: words in the shared system prompt
 	Turns       int      // multi-turn: turns per conversation
 	Models      []string // model names to spread requests over
-	ModelDist   string   // cycle (default) or zipf
+	ModelDist   string   // cycle (default), zipf or pairs (see ModelDists)
 	CancelAfter int      // cancellation storm: hang up after k chunks...
 	CancelShare float64  // ...on this share of requests
 	Seed        uint64
@@ -127,7 +127,9 @@ func Generate(cfg WorkloadConfig, n int) ([]Item, error) {
 	default:
 		return nil, fmt.Errorf("dataset %q: want random, stories, shared-prefix, multi-turn or jsonl", cfg.Dataset)
 	}
-	assignModels(items, cfg, rng)
+	if err := assignModels(items, cfg, rng); err != nil {
+		return nil, err
+	}
 	for i := range items {
 		if cfg.CancelAfter > 0 && rng.Float64() < cfg.CancelShare {
 			items[i].CancelAfter = cfg.CancelAfter
@@ -144,11 +146,44 @@ func joinMessages(ms []Message) string {
 	return strings.Join(parts, "\n\n")
 }
 
+// ModelDists are the values of WorkloadConfig.ModelDist:
+//
+//   - cycle (the default, also ""): item k goes to model k mod N;
+//   - zipf: Zipf-distributed, a few hot models and a long tail of cold ones;
+//   - pairs: the churn shape. With N models and C clients (the
+//     concurrency level), client i alternates between models i mod N and
+//     (i+1) mod N, so every model is wanted all the time by some clients
+//     and neighbouring models compete for memory. It depends on which
+//     client sends a request, so Generate leaves the items' models empty
+//     and the runner names them (RunConfig.ClientModel, PairsModel).
+var ModelDists = []string{"cycle", "zipf", "pairs"}
+
+// PairsModel is the model of client's n-th request (n from 0) under
+// --model-dist pairs: models[(client + n mod 2) mod N], so the client
+// alternates between models[client mod N] and models[(client+1) mod N],
+// starting with the first.
+func PairsModel(models []string) func(client, n int) string {
+	return func(client, n int) string {
+		return models[(client+n%2)%len(models)]
+	}
+}
+
 // assignModels spreads items over the model names: in turn (cycle), or
-// Zipf-distributed (a few hot models, a long tail of cold ones).
-func assignModels(items []Item, cfg WorkloadConfig, rng *rand.Rand) {
+// Zipf-distributed (a few hot models, a long tail of cold ones). Under
+// pairs it leaves them to the runner. Items that name a model keep it.
+func assignModels(items []Item, cfg WorkloadConfig, rng *rand.Rand) error {
+	switch cfg.ModelDist {
+	case "", "cycle", "zipf":
+	case "pairs":
+		if len(cfg.Models) == 0 {
+			return fmt.Errorf("model distribution pairs needs the model names")
+		}
+		return nil
+	default:
+		return fmt.Errorf("model distribution %q: want %s", cfg.ModelDist, strings.Join(ModelDists, ", "))
+	}
 	if len(cfg.Models) == 0 {
-		return
+		return nil
 	}
 	var z *rand.Zipf
 	if cfg.ModelDist == "zipf" && len(cfg.Models) > 1 {
@@ -164,6 +199,7 @@ func assignModels(items []Item, cfg WorkloadConfig, rng *rand.Rand) {
 			items[i].Model = cfg.Models[i%len(cfg.Models)]
 		}
 	}
+	return nil
 }
 
 // readJSONL reads up to n items (one JSON object a line: prompt or

@@ -96,3 +96,35 @@ func TestJSONL(t *testing.T) {
 		t.Fatal("unknown dataset accepted")
 	}
 }
+
+func TestPairsModelAlternatesPerClient(t *testing.T) {
+	models := []string{"a", "b", "c"}
+	pick := PairsModel(models)
+	for c := range 8 {
+		first, second := models[c%3], models[(c+1)%3]
+		for n := range 6 {
+			want := first
+			if n%2 == 1 {
+				want = second
+			}
+			if got := pick(c, n); got != want {
+				t.Fatalf("client %d request %d: model %q, want %q (alternating %s and %s)", c, n, got, want, first, second)
+			}
+		}
+	}
+	items, err := Generate(WorkloadConfig{Models: models, ModelDist: "pairs", Seed: 1}, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, it := range items {
+		if it.Model != "" {
+			t.Fatalf("pairs item %d names model %q: the runner names it from the client", i, it.Model)
+		}
+	}
+	if _, err := Generate(WorkloadConfig{ModelDist: "pairs"}, 1); err == nil {
+		t.Fatal("pairs without models: no error")
+	}
+	if _, err := Generate(WorkloadConfig{Models: models, ModelDist: "round-robin"}, 1); err == nil {
+		t.Fatal("unknown model distribution: no error")
+	}
+}

@@ -11,9 +11,10 @@ type SwapPolicy string
 
 const (
 	// SwapAware (the default) batches demand for a cold model into one
-	// swap: victims must have been resident MinResidency, busy models are
-	// only drained once the waiting model has waited MaxSwapWait, and
-	// victims are chosen by what reloading them would cost.
+	// swap: an idle model is kept a short grace for its next request while
+	// other requests run, busy models are only drained once the waiting
+	// model has waited MaxSwapWait, and victims are chosen by what
+	// reloading them would cost.
 	SwapAware SwapPolicy = "swap-aware"
 	// SwapLRU evicts (or drains, when busy) the least recently used model
 	// as soon as another does not fit, like other multi-model servers.
@@ -22,11 +23,11 @@ const (
 
 // Defaults callers may use for SwapInput when the operator sets nothing.
 const (
-	// DefaultMinResidency is how long a loaded model stays before it may
-	// be evicted for another while idle.
+	// DefaultMinResidency caps how long an idle model is kept for its
+	// next request while another model waits for its place.
 	DefaultMinResidency = 5 * time.Second
 	// DefaultMaxSwapWait is how long a waiting model waits before busy
-	// models are drained and the residency minimum is ignored for it.
+	// models are drained and idle ones lose their grace for it.
 	DefaultMaxSwapWait = 20 * time.Second
 )
 
@@ -70,7 +71,7 @@ type SwapInput struct {
 	Policy       SwapPolicy    // "": SwapAware
 	MaxModels    int           // 0: unbounded
 	MemoryBudget int64         // 0: unbounded
-	MinResidency time.Duration // swap-aware: idle models younger than this stay (0: none)
+	MinResidency time.Duration // swap-aware: cap on the idle grace (0: none; see PlanSwaps)
 	MaxSwapWait  time.Duration // swap-aware: after this wait busy models are drained (0: at once)
 	Resident     []ResidentModel
 	Waiting      []WaitingModel
@@ -103,11 +104,18 @@ func (p SwapPlan) Empty() bool {
 // models already draining count as going away before new victims are
 // chosen. Victims are as few as fit the waiting model.
 //
-// Swap-aware victims must have been resident MinResidency (idle) unless
-// the waiting model has waited MaxSwapWait, and busy ones are only drained
-// after MaxSwapWait; until then the waiting model waits and its requests
-// pile up for one swap. Idle victims come before busy ones, each ordered
-// by the value of keeping them, LoadTime / idle time, lowest first.
+// Swap-aware: residency is protected only while a model has demand. An
+// idle model is a victim at once unless it is within its idle grace: used
+// less than min(LoadTime, MinResidency) ago while requests run on the other
+// resident models (see idleGrace). Holding a model nobody uses only makes
+// the waiting requests wait, so the time since its load does not matter.
+// Busy models are drained only once the waiting model has waited
+// MaxSwapWait, which also ends the grace; until then the waiting model
+// waits and its requests pile up for one swap. Idle victims come before
+// busy ones; idle ones are ordered by the value of keeping them, LoadTime
+// / idle time, lowest first, busy ones fewest requests in flight first
+// (they drain soonest and turn the fewest requests away), then by that
+// value.
 //
 // LRU victims are chosen at once, least recently used first.
 func PlanSwaps(in SwapInput) SwapPlan {
@@ -276,7 +284,7 @@ func (p *planner) candidates(w WaitingModel) []int {
 		case lru:
 			idle = append(idle, i) // one list: LRU does not prefer idle models
 		case s.InFlight <= 0:
-			if p.in.Now.Sub(s.LoadedAt) >= p.in.MinResidency || waited >= p.in.MaxSwapWait {
+			if p.in.Now.Sub(s.LastUsed) >= p.idleGrace(s) || waited >= p.in.MaxSwapWait {
 				idle = append(idle, i)
 			}
 		case waited >= p.in.MaxSwapWait:
@@ -288,9 +296,39 @@ func (p *planner) candidates(w WaitingModel) []int {
 		less = p.lruLess
 	}
 	sort.SliceStable(idle, func(a, b int) bool { return less(idle[a], idle[b]) })
-	sort.SliceStable(busy, func(a, b int) bool { return less(busy[a], busy[b]) })
+	sort.SliceStable(busy, func(a, b int) bool {
+		if x, y := p.slots[busy[a]].InFlight, p.slots[busy[b]].InFlight; x != y {
+			return x < y
+		}
+		return less(busy[a], busy[b])
+	})
 	out := append(draining, idle...)
 	return append(out, busy...)
+}
+
+// idleGrace is how long after its last use the idle s is kept for its
+// next request while another model waits for its place.
+//
+// It is LoadTime(s), capped by MinResidency: the ski-rental break-even.
+// Each moment s is kept costs the waiting requests that moment; evicting s
+// costs a reload, LoadTime(s), to the next request for s. Keeping s until
+// its idleness has cost as much as a reload, and no longer, is never worse
+// than twice the better choice in hindsight (for one request each side).
+//
+// The grace applies only while requests run on the other resident models,
+// where the next request for s is likely to come from (a client or agent
+// that alternates between models sends its next request when its current
+// one ends). When nothing runs anywhere else, every active client waits
+// for a model that is not loaded and nobody can ask for s before that
+// model is served: s has no demand, and keeping it would only add to the
+// wait, so it goes at once.
+func (p *planner) idleGrace(s slot) time.Duration {
+	for _, o := range p.slots {
+		if o.Name != s.Name && !o.evicted && o.InFlight > 0 {
+			return min(s.LoadTime, p.in.MinResidency)
+		}
+	}
+	return 0
 }
 
 // keepValue is what keeping s is worth: the load time a reload would cost

@@ -45,18 +45,50 @@ func TestPlanSwaps(t *testing.T) {
 			in.Resident = []ResidentModel{idle("b")}
 			in.Waiting = []WaitingModel{waiting("a", time.Second)}
 		}, SwapPlan{Load: []string{"a"}}},
-		{"minimum residency keeps a just-loaded idle model", func(in *SwapInput) {
-			in.Resident = []ResidentModel{with(idle("b"), func(r *ResidentModel) { r.LoadedAt = ago(time.Second) })}
+		{"a just-loaded model that went idle is evicted at once when nothing else runs", func(in *SwapInput) {
+			in.Resident = []ResidentModel{with(idle("b"), func(r *ResidentModel) { r.LoadedAt, r.LastUsed = ago(time.Second), ago(100*time.Millisecond) })}
+			in.Waiting = []WaitingModel{waiting("a", 3*time.Second)}
+		}, SwapPlan{Load: []string{"a"}, Evict: []string{"b"}}},
+		{"an idle model used within its load time is kept while requests run elsewhere", func(in *SwapInput) {
+			in.MaxModels = 2
+			in.Resident = []ResidentModel{
+				with(idle("b"), func(r *ResidentModel) { r.LastUsed = ago(4 * time.Second) }),
+				with(idle("c"), func(r *ResidentModel) { r.InFlight = 2 }),
+			}
 			in.Waiting = []WaitingModel{waiting("a", 3*time.Second)}
 		}, SwapPlan{}},
-		{"an idle model past minimum residency is evicted and the waiting one loads", func(in *SwapInput) {
-			in.Resident = []ResidentModel{with(idle("b"), func(r *ResidentModel) { r.LoadedAt = ago(6 * time.Second) })}
+		{"an idle model past its load time is evicted though requests run elsewhere", func(in *SwapInput) {
+			in.MaxModels = 2
+			in.Resident = []ResidentModel{
+				with(idle("b"), func(r *ResidentModel) { r.LoadedAt, r.LastUsed = ago(6*time.Second), ago(5*time.Second) }),
+				with(idle("c"), func(r *ResidentModel) { r.InFlight = 2 }),
+			}
 			in.Waiting = []WaitingModel{waiting("a", time.Second)}
 		}, SwapPlan{Load: []string{"a"}, Evict: []string{"b"}}},
-		{"MaxSwapWait overrides minimum residency of an idle model", func(in *SwapInput) {
-			in.Resident = []ResidentModel{with(idle("b"), func(r *ResidentModel) { r.LoadedAt = ago(time.Second) })}
+		{"MinResidency caps the idle grace of a slow-loading model", func(in *SwapInput) {
+			in.MaxModels = 2
+			in.Resident = []ResidentModel{
+				with(idle("b"), func(r *ResidentModel) { r.LoadTime, r.LastUsed = time.Minute, ago(5*time.Second) }),
+				with(idle("c"), func(r *ResidentModel) { r.InFlight = 2 }),
+			}
+			in.Waiting = []WaitingModel{waiting("a", time.Second)}
+		}, SwapPlan{Load: []string{"a"}, Evict: []string{"b"}}},
+		{"MaxSwapWait ends the idle grace", func(in *SwapInput) {
+			in.MaxModels = 2
+			in.Resident = []ResidentModel{
+				with(idle("b"), func(r *ResidentModel) { r.LastUsed = ago(time.Second) }),
+				with(idle("c"), func(r *ResidentModel) { r.InFlight = 2 }),
+			}
 			in.Waiting = []WaitingModel{waiting("a", 20*time.Second)}
 		}, SwapPlan{Load: []string{"a"}, Evict: []string{"b"}}},
+		{"the busy model with the fewest requests in flight is drained first", func(in *SwapInput) {
+			in.MaxModels = 2
+			in.Resident = []ResidentModel{
+				with(idle("many"), func(r *ResidentModel) { r.InFlight, r.LoadTime = 4, time.Second }),
+				with(idle("few"), func(r *ResidentModel) { r.InFlight, r.LoadTime = 1, time.Minute }),
+			}
+			in.Waiting = []WaitingModel{waiting("a", 21*time.Second)}
+		}, SwapPlan{Drain: []string{"few"}}},
 		{"MaxSwapWait forces a drain of a busy model", func(in *SwapInput) {
 			in.Resident = []ResidentModel{with(idle("b"), func(r *ResidentModel) { r.InFlight = 3 })}
 			in.Waiting = []WaitingModel{waiting("a", 21*time.Second)}

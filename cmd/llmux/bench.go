@@ -59,7 +59,7 @@ Flags follow vLLM's bench serve where they overlap. Comma lists in
 	prefixLen := fs.Int("prefix-len", 512, "shared-prefix: words in the shared system prompt")
 	turns := fs.Int("turns", 4, "multi-turn: turns per conversation")
 	modelsList := fs.String("models", "", "comma list of model names to spread requests over")
-	modelDist := fs.String("model-dist", "cycle", "cycle or zipf")
+	modelDist := fs.String("model-dist", "cycle", "how requests spread over --models: cycle (in turn), zipf (a few hot models), or pairs (churn: client i of the --max-concurrency clients alternates between models i%N and (i+1)%N)")
 	modelHeader := fs.String("model-header", "", "also send the model in this header (e.g. llmux-multiplexed-model-id)")
 	cancelAfter := fs.Int("cancel-after", 0, "cancellation storm: hang up after this many chunks...")
 	cancelShare := fs.Float64("cancel-share", 1, "...on this share of requests")
@@ -91,6 +91,16 @@ Flags follow vLLM's bench serve where they overlap. Comma lists in
 	if err != nil {
 		return err
 	}
+	var clientModel func(client, n int) string
+	if *modelDist == "pairs" {
+		if *modelsList == "" {
+			return fmt.Errorf("bench: --model-dist pairs needs --models")
+		}
+		if *conc == "" {
+			return fmt.Errorf("bench: --model-dist pairs needs --max-concurrency: each concurrency slot is a client alternating between two models")
+		}
+		clientModel = benchmarks.PairsModel(splitComma(*modelsList))
+	}
 	wcfg := benchmarks.WorkloadConfig{Dataset: *dataset, Path: *datasetPath, InputLen: *inLen, OutputLen: *outLen, RangeRatio: *rangeRatio,
 		PrefixLen: *prefixLen, Turns: *turns, Models: splitComma(*modelsList), ModelDist: *modelDist,
 		CancelAfter: *cancelAfter, CancelShare: *cancelShare, Seed: *seed}
@@ -108,7 +118,8 @@ Flags follow vLLM's bench serve where they overlap. Comma lists in
 	}
 	for _, lv := range levels {
 		rc := benchmarks.RunConfig{BaseURL: *baseURL, Endpoint: *endpoint, APIKey: *apiKey, Model: *model, ModelHeader: *modelHeader,
-			MaxConcurrency: lv.MaxConcurrency, RequestRate: lv.RequestRate, Burstiness: *burst, IgnoreEOS: *ignoreEOS, Seed: *seed, SLO: slo}
+			MaxConcurrency: lv.MaxConcurrency, RequestRate: lv.RequestRate, Burstiness: *burst, IgnoreEOS: *ignoreEOS, Seed: *seed, SLO: slo,
+			ClientModel: clientModel}
 		if *warmup > 0 {
 			wu, _ := benchmarks.Generate(wcfg, *warmup)
 			if _, _, err := benchmarks.Run(ctx, rc, wu); err != nil {
@@ -122,7 +133,7 @@ Flags follow vLLM's bench serve where they overlap. Comma lists in
 			bar.Done("failed")
 			return err
 		}
-		p := benchmarks.Point{MaxConcurrency: lv.MaxConcurrency, RequestRate: lv.RequestRate, Summary: benchmarks.Summarize(recs, dur, slo)}
+		p := benchmarks.Point{MaxConcurrency: lv.MaxConcurrency, RequestRate: lv.RequestRate, Summary: benchmarks.Summarize(recs, dur, slo), Requests: recs}
 		bar.Done(fmt.Sprintf("%d/%d ok, %.1f output tok/s", p.Summary.Completed, p.Summary.Requests, p.Summary.OutputRate))
 		res.Points = append(res.Points, p)
 	}

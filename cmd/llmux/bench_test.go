@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/llmux/llmux/benchmarks"
@@ -158,5 +160,64 @@ func TestBenchPairs(t *testing.T) {
 	err = runBenchPairs([]string{"--a", filepath.Join(dir, "a-*.json"), "--b", filepath.Join(dir, "b-1.json")})
 	if err == nil || !strings.Contains(err.Error(), "3 A files") {
 		t.Fatalf("3 A files and 1 B file: %v", err)
+	}
+}
+
+// TestBenchModelDistPairs runs `llmux bench --model-dist pairs` against a
+// fake server that accepts any model name and checks the result's
+// per-request models and per-model counts.
+func TestBenchModelDistPairs(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]int{}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Model string `json:"model"`
+		}
+		json.NewDecoder(r.Body).Decode(&req)
+		mu.Lock()
+		seen[req.Model]++
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: {\"choices\":[{\"text\":\"x\"}]}\n\ndata: [DONE]\n\n")
+	}))
+	defer hs.Close()
+	out := filepath.Join(t.TempDir(), "pairs.json")
+	args := []string{"--base-url", hs.URL, "--models", "a,b,c", "--model-dist", "pairs", "--max-concurrency", "4",
+		"--num-prompts", "24", "--warmup", "0", "--dataset-name", "stories", "--goodput", "ttft:2000", "--output", out}
+	if err := runBench(context.Background(), args); err != nil {
+		t.Fatal(err)
+	}
+	res, err := benchmarks.Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := res.Points[0]
+	if len(p.Requests) != 24 {
+		t.Fatalf("%d request records, want 24", len(p.Requests))
+	}
+	models := []string{"a", "b", "c"}
+	next := map[int]int{}
+	counts := map[string]int{}
+	for i, r := range p.Requests {
+		if want := models[(r.Client+next[r.Client]%2)%3]; r.Model != want {
+			t.Fatalf("request %d: client %d's request %d named %q, want %q", i, r.Client, next[r.Client], r.Model, want)
+		}
+		next[r.Client]++
+		counts[r.Model]++
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, m := range models {
+		if p.Summary.PerModel[m] != counts[m] || seen[m] != counts[m] {
+			t.Errorf("model %s: summary %d, records %d, server %d", m, p.Summary.PerModel[m], counts[m], seen[m])
+		}
+	}
+	if p.Summary.Goodput <= 0 {
+		t.Errorf("goodput %v", p.Summary.Goodput)
+	}
+	// Pairs needs clients.
+	err = runBench(context.Background(), []string{"--base-url", hs.URL, "--models", "a,b", "--model-dist", "pairs", "--num-prompts", "2", "--warmup", "0"})
+	if err == nil || !strings.Contains(err.Error(), "--max-concurrency") {
+		t.Errorf("pairs without --max-concurrency: %v", err)
 	}
 }

@@ -78,7 +78,7 @@ func newServeFlags() *serveFlags {
 	f.maxModels = fs.Int("max-models", 0, "most base models loaded at once (0: no bound)")
 	f.memoryBudget = fs.String("memory-budget", "", "most memory the loaded models may hold, from their metadata: weights + KV cache (e.g. 12GiB; empty: no bound)")
 	f.swapPolicy = fs.String("swap-policy", string(multiplex.SwapAware), "how loaded models make room: swap-aware (group bursts, minimum residency, bounded waits) or lru")
-	f.minResidency = fs.Duration("min-residency", multiplex.DefaultMinResidency, "a loaded model stays at least this long before a swap evicts it")
+	f.minResidency = fs.Duration("min-residency", multiplex.DefaultMinResidency, "swap-aware: an idle model is kept for its next request at most this long (its load time, capped by this) while another model waits for its place and requests run on other models")
 	f.maxSwapWait = fs.Duration("max-swap-wait", multiplex.DefaultMaxSwapWait, "requests for a model that does not fit wait at most this long before a busy model is drained to make room")
 	f.keepAlive = fs.Duration("keep-alive", 0, "unload a model idle this long (0: never)")
 	f.host = fs.String("host", "127.0.0.1", "address to listen on")
