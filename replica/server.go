@@ -1,0 +1,122 @@
+package replica
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+
+	"google.golang.org/grpc"
+
+	"github.com/llmux/llmux/llm"
+)
+
+// service serves a backend to one serving process.
+type service struct {
+	backend llm.Backend
+	// parentGone is called when the serving process's Watch stream ends:
+	// the parent has exited or closed its connection.
+	parentGone func()
+}
+
+// Serve serves backend on ln until ctx ends or the serving process that
+// watches it goes away (then parentGone runs, if set). It returns when
+// the gRPC server has stopped.
+func Serve(ctx context.Context, ln net.Listener, backend llm.Backend, parentGone func()) error {
+	srv := grpc.NewServer(grpc.ForceServerCodec(codec{}))
+	srv.RegisterService(&serviceDesc, &service{backend: backend, parentGone: parentGone})
+	stop := context.AfterFunc(ctx, srv.Stop)
+	defer stop()
+	err := srv.Serve(ln)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// generate serves one Generate stream: the request, then the header (or
+// the error), then each event, waiting for the client's acknowledgement
+// before reading the next one.
+func (s *service) generate(st grpc.ServerStream) error {
+	ctx, cancel := context.WithCancel(st.Context())
+	defer cancel()
+	var up genUp
+	if err := st.RecvMsg(&up); err != nil {
+		return err
+	}
+	if up.Request == nil {
+		return st.SendMsg(&genDown{Error: llm.Errorf(llm.CodeInvalid, "", "the stream did not start with a request")})
+	}
+	ls, e := s.backend.Generate(ctx, up.Request)
+	if e != nil {
+		return st.SendMsg(&genDown{Error: e})
+	}
+	defer ls.Close()
+	h := ls.Header()
+	if err := st.SendMsg(&genDown{Header: &h}); err != nil {
+		return err
+	}
+	// Acknowledgements arrive on their own goroutine; a failed receive
+	// means the client has gone, which cancels the request.
+	acks := make(chan struct{}, 1)
+	go func() {
+		defer cancel()
+		for {
+			var a genUp
+			if err := st.RecvMsg(&a); err != nil {
+				return
+			}
+			select {
+			case acks <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	for {
+		ev, ok := ls.Recv(ctx)
+		if !ok {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return nil
+		}
+		if err := st.SendMsg(&genDown{Event: &ev}); err != nil {
+			return err
+		}
+		if ev.Final {
+			return nil
+		}
+		select {
+		case <-acks:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// watch holds the serving process's watch stream open; when it ends the
+// parent is gone.
+func (s *service) watch(st grpc.ServerStream) error {
+	var m empty
+	for st.RecvMsg(&m) == nil {
+	}
+	if s.parentGone != nil {
+		s.parentGone()
+	}
+	return nil
+}
+
+// ServeProcess is the body of a replica process: it serves backend on a
+// Unix socket at path until ctx ends or the serving process goes away
+// (its watch stream ends), then removes the socket.
+func ServeProcess(ctx context.Context, path string, backend llm.Backend) error {
+	_ = os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("replica: listen on %s: %w", path, err)
+	}
+	defer os.Remove(path)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	return Serve(ctx, ln, backend, cancel)
+}
