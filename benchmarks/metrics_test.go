@@ -70,6 +70,44 @@ func TestSummarizeAndGoodput(t *testing.T) {
 	}
 }
 
+// TestGoodputTPOTAndE2E: a request is good when its time per output token
+// and its end-to-end latency are within their SLOs (bounds inclusive); a
+// one-token request has no TPOT, so a TPOT SLO does not hold it back; a
+// failed request is never good.
+func TestGoodputTPOTAndE2E(t *testing.T) {
+	recs := []Record{
+		{TTFT: 100 * ms, Latency: 300 * ms, OutputTokens: 11}, // TPOT 20ms, E2E 300ms
+		{TTFT: 100 * ms, Latency: 600 * ms, OutputTokens: 11}, // TPOT 50ms, E2E 600ms
+		{TTFT: 50 * ms, Latency: 50 * ms, OutputTokens: 1},    // no TPOT, E2E 50ms
+		{Err: "http_500"},
+	}
+	cases := []struct {
+		name string
+		slo  SLO
+		good int
+	}{
+		{"tpot met by all", SLO{TPOT: 60 * ms}, 3},
+		{"tpot missed by one", SLO{TPOT: 30 * ms}, 2},
+		{"tpot at the bound", SLO{TPOT: 20 * ms}, 2},
+		{"tpot missed by both that have one", SLO{TPOT: 10 * ms}, 1},
+		{"e2el met by all", SLO{E2E: time.Second}, 3},
+		{"e2el missed by one", SLO{E2E: 400 * ms}, 2},
+		{"e2el at the bound", SLO{E2E: 300 * ms}, 2},
+		{"e2el missed by all but one", SLO{E2E: 100 * ms}, 1},
+		{"e2el missed by all", SLO{E2E: 10 * ms}, 0},
+		{"tpot met, e2el missed", SLO{TPOT: 30 * ms, E2E: 250 * ms}, 1},
+	}
+	for _, c := range cases {
+		s := Summarize(recs, 2*time.Second, c.slo)
+		if want := float64(c.good) / 2; s.Goodput != want {
+			t.Errorf("%s: goodput %v, want %v", c.name, s.Goodput, want)
+		}
+		if want := float64(c.good) / 4; s.GoodFraction != want {
+			t.Errorf("%s: good fraction %v, want %v", c.name, s.GoodFraction, want)
+		}
+	}
+}
+
 func TestSteadyRate(t *testing.T) {
 	at := func(offsets ...int) []time.Time {
 		base := time.Unix(1000, 0)

@@ -316,15 +316,19 @@ func TestLoRAChangesLogits(t *testing.T) {
 // checks that resident memory levels off, in three parts:
 //
 //   - model load/free alone: after warm-up, 100 more cycles add at most
-//     2 MB (measured: +0.4 MB);
+//     2 MB (measured: +0.4 MB), where leaking the model (~600 KB) each
+//     cycle would add ~60 MB;
 //   - context create/decode/free on one model, and the full cycle (load,
 //     context, batch, sampler, one decode, free everything): resident
 //     memory rises in uneven jumps of a few MB (the C allocator's arenas
 //     and thread stacks of llama.cpp's per-decode worker threads; measured
 //     per 100 full cycles: +10.5, +7.5, +3.0, +2.1, +0.8, +7.4, +10.2,
-//     +3.4, +0.9, +3.9 MB), so they are bounded at 40 MB per 200 cycles,
-//     far below what leaking the model (~600 KB), its KV cache or its
-//     compute buffers each cycle would add (over 300 MB).
+//     +3.4, +0.9, +3.9 MB), so they are bounded at 40 MB per 200 cycles.
+//     The tiny model's KV cache is 256 bytes a cell, so each cycle's
+//     context has 8192 cells (beyond the model's 2048-token training
+//     context; llama.cpp allows it): its KV cache is 2 MB, and leaking it
+//     every cycle would add 400 MB, ten times the bound. (At 256 cells a
+//     leaked KV cache is 64 KB a cycle, 12.5 MB in all: under the bound.)
 //
 // Loading with NoMmap is not covered: in the pinned llama.cpp each
 // load/free of a model read into memory leaks about the size of its
@@ -357,10 +361,25 @@ func TestNoLeakAcrossLoads(t *testing.T) {
 		}
 		return m
 	}
+	const (
+		cycles  = 200
+		boundKB = 40 * 1024 // context and full cycles, per 200 cycles
+		cells   = 8192
+	)
+	info, err := models.Inspect(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kvKB := int64(info.KVCacheBytes(cells) / 1024); cycles*kvKB < 5*boundKB {
+		t.Fatalf("a KV cache of %d KB leaked per cycle adds %d KB over %d cycles: not clearly over the %d KB bound", kvKB, cycles*kvKB, cycles, boundKB)
+	}
 	decode := func(m *Model) {
-		ctx, err := m.NewContext(ContextOptions{Cells: 256, Sequences: 2})
+		ctx, err := m.NewContext(ContextOptions{Cells: cells, Sequences: 2})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if got := ctx.Options().Cells; got != cells {
+			t.Fatalf("context of %d cells, want %d", got, cells)
 		}
 		b, _ := NewBatch(32, 2)
 		s, err := NewSampler(m, SamplingParams{Temperature: 0.8, TopK: 40, Seed: 1, LogitBias: map[int32]float32{5: 1}})
@@ -384,16 +403,16 @@ func TestNoLeakAcrossLoads(t *testing.T) {
 		t.Logf("model load/free: %+d KB over 100 cycles", g)
 	}
 	m := load()
-	if g := growth(100, 200, func() { decode(m) }); g > 40*1024 {
-		t.Errorf("context create/decode/free: RSS grew by %d KB over 200 cycles", g)
+	if g := growth(100, cycles, func() { decode(m) }); g > boundKB {
+		t.Errorf("context create/decode/free: RSS grew by %d KB over %d cycles, bound %d KB", g, cycles, boundKB)
 	} else {
-		t.Logf("context create/decode/free: %+d KB over 200 cycles", g)
+		t.Logf("context create/decode/free: %+d KB over %d cycles", g, cycles)
 	}
 	m.Close()
-	if g := growth(100, 200, func() { m := load(); decode(m); m.Close() }); g > 40*1024 {
-		t.Errorf("full cycle: RSS grew by %d KB over 200 cycles", g)
+	if g := growth(100, cycles, func() { m := load(); decode(m); m.Close() }); g > boundKB {
+		t.Errorf("full cycle: RSS grew by %d KB over %d cycles, bound %d KB", g, cycles, boundKB)
 	} else {
-		t.Logf("full cycle: %+d KB over 200 cycles", g)
+		t.Logf("full cycle: %+d KB over %d cycles", g, cycles)
 	}
 }
 

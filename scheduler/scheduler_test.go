@@ -47,18 +47,30 @@ type result struct {
 	events int
 }
 
+// collect reads st to its end. It must run on the test's goroutine (it
+// calls t.Fatal); goroutines call drain and report its error themselves.
 func collect(t testing.TB, st *Stream) result {
 	t.Helper()
+	r, err := drain(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// drain reads st to its end and returns what it got, or the first problem
+// with the stream.
+func drain(st *Stream) (result, error) {
 	var r result
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute) // liveness bound only
 	defer cancel()
 	for {
 		ev, err := st.Recv(ctx)
 		if err == io.EOF {
-			return r
+			return r, nil
 		}
 		if err != nil {
-			t.Fatalf("recv: %v", err)
+			return r, fmt.Errorf("recv: %w", err)
 		}
 		r.events++
 		if ev.Final {
@@ -79,7 +91,7 @@ func collect(t testing.TB, st *Stream) result {
 		r.text[ev.Index] += ev.Text
 		if ev.Finish != "" {
 			if r.finish[ev.Index] != "" {
-				t.Fatalf("choice %d finished twice (%s, %s)", ev.Index, r.finish[ev.Index], ev.Finish)
+				return r, fmt.Errorf("choice %d finished twice (%s, %s)", ev.Index, r.finish[ev.Index], ev.Finish)
 			}
 			r.finish[ev.Index] = ev.Finish
 		}
@@ -134,15 +146,20 @@ func concurrently(t testing.TB, s *Scheduler, m *engine.Model, ps []string, maxT
 	results := make([]result, len(ps))
 	var wg sync.WaitGroup
 	for i, p := range ps {
+		prompt := tokenize(t, m, p) // t.Fatal only on the test's goroutine
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			st, err := s.Submit(context.Background(), Request{ID: fmt.Sprint(i), Prompt: tokenize(t, m, p), MaxTokens: maxTokens(i), IgnoreEOS: true})
+			st, err := s.Submit(context.Background(), Request{ID: fmt.Sprint(i), Prompt: prompt, MaxTokens: maxTokens(i), IgnoreEOS: true})
 			if err != nil {
-				t.Error(err)
+				t.Errorf("request %d: %v", i, err)
 				return
 			}
-			results[i] = collect(t, st)
+			r, err := drain(st)
+			if err != nil {
+				t.Errorf("request %d: %v", i, err)
+			}
+			results[i] = r
 		}()
 	}
 	wg.Wait()
@@ -172,9 +189,16 @@ func TestConcurrentRequestsCompleteAndMatchAlone(t *testing.T) {
 	}
 }
 
+// TestCancelFreesSlotWithinAStep: a request cancelled between two steps
+// holds no KV slot in the next step, and the requests beside it run on.
+//
+// A long Handoff makes the scheduler wait, after each step, for the
+// consumers of that step's events. The test never reads the victim before
+// it reads the stats: the scheduler then holds after the step that gave
+// the victim an event, and the stats read while it holds are that step's.
 func TestCancelFreesSlotWithinAStep(t *testing.T) {
 	m := loadModel(t, "tiny")
-	s := start(t, m, Options{Parallel: 3, Cells: 4096})
+	s := start(t, m, Options{Parallel: 3, Cells: 4096, Handoff: time.Minute})
 	var streams []*Stream
 	for i := range 3 {
 		st, err := s.Submit(context.Background(), Request{Prompt: tokenize(t, m, prompts(3)[i]), MaxTokens: 300, IgnoreEOS: true})
@@ -183,28 +207,67 @@ func TestCancelFreesSlotWithinAStep(t *testing.T) {
 		}
 		streams = append(streams, st)
 	}
-	// Wait for the first token of the victim, then hang up.
-	if _, err := streams[0].Recv(context.Background()); err != nil {
-		t.Fatal(err)
+	// The survivors are read as fast as they produce.
+	survivors := make([]result, 2)
+	var wg sync.WaitGroup
+	for i, st := range streams[1:] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := drain(st)
+			if err != nil {
+				t.Errorf("survivor %d: %v", i, err)
+			}
+			survivors[i] = r
+		}()
 	}
-	before := s.Stats().Steps
-	streams[0].Close()
-	r := collect(t, streams[0])
-	after := s.Stats().Steps
-	if len(r.errs) == 0 || !errors.Is(r.errs[len(r.errs)-1], context.Canceled) {
-		t.Fatalf("cancelled stream ended with %v", r.errs)
+	victim := streams[0]
+	waitHeld(t, victim, "the victim's first token")
+	held := s.Stats()
+	victim.Close()
+	// The victim's cancellation events stay unread, so the scheduler holds
+	// again after the first step that follows the cancel.
+	waitHeld(t, victim, "the first step after the cancel")
+	next := s.Stats()
+	r := collect(t, victim) // lets the scheduler go on
+	if next.Steps != held.Steps+1 {
+		t.Fatalf("held at step %d, then at %d; want the very next step", held.Steps, next.Steps)
 	}
-	if after-before > 2 {
-		t.Fatalf("slot freed %d steps after the cancel, want within one", after-before)
+	if next.Cancelled != 1 || next.Running != 2 || next.KV.SlotsActive != 2 {
+		t.Fatalf("step %d, the first after the cancel: %d cancelled, %d running, %d KV slots active; want 1, 2, 2 (the victim's slot freed)",
+			next.Steps, next.Cancelled, next.Running, next.KV.SlotsActive)
 	}
-	for _, st := range streams[1:] {
-		res := collect(t, st)
-		if len(res.tokens[0]) != 300 || res.finish[0] != FinishLength {
-			t.Fatalf("survivor got %d tokens, finish %v", len(res.tokens[0]), res.finish)
+	if len(r.tokens) != 1 || len(r.tokens[0]) == 0 || len(r.errs) == 0 || !errors.Is(r.errs[len(r.errs)-1], context.Canceled) {
+		t.Fatalf("victim: %d choices, errors %v; want tokens before the cancel, then context.Canceled", len(r.tokens), r.errs)
+	}
+	wg.Wait()
+	for _, res := range survivors {
+		if len(res.tokens) != 1 || len(res.tokens[0]) != 300 || res.finish[0] != FinishLength {
+			t.Fatalf("survivor got %d choices, finish %v", len(res.tokens), res.finish)
 		}
 	}
 	if st := settled(s); st.Cancelled != 1 || st.KV.SlotsActive != 0 {
 		t.Fatalf("stats after: %+v", st)
+	}
+}
+
+// waitHeld waits until a step is held waiting for st's consumer (events
+// are queued for it, and the scheduler has published that step's stats and
+// waits for them to be taken). It fails the test after 30 seconds.
+func waitHeld(t *testing.T, st *Stream, what string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st.mu.Lock()
+		held := st.taken != nil
+		st.mu.Unlock()
+		if held {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 30s for the scheduler to hold on %s", what)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -278,15 +341,20 @@ func TestPreemptionLosesNothing(t *testing.T) {
 	results := make([]result, len(ps))
 	var wg sync.WaitGroup
 	for i, p := range ps {
+		prompt := tokenize(t, m, p) // t.Fatal only on the test's goroutine
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			st, err := s.Submit(context.Background(), Request{Prompt: tokenize(t, m, p), MaxTokens: gen, IgnoreEOS: true})
+			st, err := s.Submit(context.Background(), Request{Prompt: prompt, MaxTokens: gen, IgnoreEOS: true})
 			if err != nil {
-				t.Error(err)
+				t.Errorf("request %d: %v", i, err)
 				return
 			}
-			results[i] = collect(t, st)
+			r, err := drain(st)
+			if err != nil {
+				t.Errorf("request %d: %v", i, err)
+			}
+			results[i] = r
 		}()
 	}
 	wg.Wait()
@@ -322,23 +390,28 @@ func TestStopStringsAcrossTokens(t *testing.T) {
 		}
 	}
 	full := strings.Join(pieces, "")
-	// A stop string that starts inside one token's text and ends inside a
-	// later one.
+	// A stop string made of the last byte of one token's text and the first
+	// two of the next, at a boundary where it does not occur earlier in the
+	// text: the first occurrence spans two tokens, so the matcher must join
+	// their texts to catch it.
 	var stop string
-	off := 0
+	first := 0
+	end := 0 // where pieces[i] ends in full
 	for i := 0; i+1 < len(pieces); i++ {
 		a, b := pieces[i], pieces[i+1]
+		end += len(a)
 		if len(a) >= 2 && len(b) >= 2 && isASCII(a) && isASCII(b) {
-			stop = a[len(a)-1:] + b[:2]
-			off += len(a) - 1
-			break
+			cand := a[len(a)-1:] + b[:2]
+			if strings.Index(full, cand) == end-1 {
+				stop = cand
+				first = end - 1
+				break
+			}
 		}
-		off += len(a)
 	}
 	if stop == "" {
-		t.Fatalf("no two adjacent ASCII pieces in %q", full)
+		t.Fatalf("no boundary between two ASCII pieces where a stop string first occurs in %q", full)
 	}
-	first := strings.Index(full, stop)
 	st, err = s.Submit(context.Background(), Request{Prompt: p, MaxTokens: 60, IgnoreEOS: true, Stop: []string{"zzzzzzzz", stop}})
 	if err != nil {
 		t.Fatal(err)
@@ -353,7 +426,6 @@ func TestStopStringsAcrossTokens(t *testing.T) {
 	if strings.Contains(r.text[0], stop) {
 		t.Fatal("stop string leaked")
 	}
-	_ = off
 }
 
 func isASCII(s string) bool {
@@ -509,9 +581,10 @@ func TestHandoff(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for slow.Stats().Running+slow.Stats().Waiting > 0 || slow.Stats().GeneratedTokens < 24 {
-		time.Sleep(5 * time.Millisecond) // the request runs with nobody reading
-	}
+	// The request runs with nobody reading.
+	waitStats(t, slow, "the unread request to finish", func(st Stats) bool {
+		return st.Running+st.Waiting == 0 && st.GeneratedTokens >= 24
+	})
 	if n := slow.Stats().HandoffTimeouts; n != 1 {
 		t.Fatalf("a consumer that never read cost %d handoff timeouts, want 1", n)
 	}
@@ -596,6 +669,23 @@ func settled(s *Scheduler) Stats {
 		st := s.Stats()
 		if (st.Running == 0 && st.KV.SlotsActive == 0) || time.Now().After(deadline) {
 			return st
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// waitStats polls s's stats until ok holds and returns them; it fails the
+// test if they do not within 30 seconds.
+func waitStats(t *testing.T, s *Scheduler, what string, ok func(Stats) bool) Stats {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := s.Stats()
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 30s for %s; stats %+v", what, st)
 		}
 		time.Sleep(time.Millisecond)
 	}

@@ -22,7 +22,8 @@ import (
 
 // TestBenchEndToEnd runs `llmux bench` with 20 requests against a live
 // llmux on a synthesized model and checks the JSON result, then compare and
-// plot on it.
+// plot on it. Goodput is checked against an SLO every request meets (a
+// first token within 60 s) and one none can (1 µs).
 func TestBenchEndToEnd(t *testing.T) {
 	m, err := engine.LoadModel(modeltest.Preset(t, "tiny"), engine.ModelOptions{})
 	if err != nil {
@@ -95,6 +96,22 @@ func TestBenchEndToEnd(t *testing.T) {
 	b, _ := os.ReadFile(svg)
 	if !strings.HasPrefix(string(b), "<svg") || !strings.Contains(string(b), "polyline") {
 		t.Fatalf("plot is not an SVG with lines: %.80s", b)
+	}
+
+	// The same goodput check with an SLO no request can meet (a first token
+	// within 1 µs): every request completes, none is good.
+	outMiss := filepath.Join(dir, "miss.json")
+	err = runBench(context.Background(), []string{"--base-url", hs.URL, "--model", "tiny", "--num-prompts", "4", "--max-concurrency", "2", "--warmup", "0",
+		"--random-input-len", "16", "--random-output-len", "8", "--ignore-eos", "--goodput", "ttft:0.001", "--seed", "3", "--output", outMiss})
+	if err != nil {
+		t.Fatal(err)
+	}
+	miss, err := benchmarks.Load(outMiss)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := miss.Points[0].Summary; s.Completed != 4 || s.Goodput != 0 || s.GoodFraction != 0 {
+		t.Fatalf("TTFT SLO of 1µs: %d completed, goodput %v, good fraction %v; want 4, 0, 0", s.Completed, s.Goodput, s.GoodFraction)
 	}
 
 	// Without --model, bench takes the model the server lists.
