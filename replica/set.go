@@ -2,11 +2,14 @@ package replica
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
+	"os/exec"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/llmux/llmux/llm"
@@ -29,8 +32,9 @@ type SetOptions struct {
 	// HealthInterval is how often each replica is asked for its load and
 	// models (default 1s); three failed checks in a row restart it.
 	HealthInterval time.Duration
-	// RetryWait bounds how long a request waits for a replica to become
-	// ready before it fails (default 30s).
+	// RetryWait bounds how long a request waits for a replica with room
+	// (429 after it) or for one to become ready (503 after it); default
+	// 30s.
 	RetryWait time.Duration
 	Logger    *slog.Logger
 }
@@ -240,7 +244,7 @@ func (s *Set) Status() []ReplicaStatus {
 // pick chooses a ready replica for model, skipping those in tried, and
 // counts the request as ongoing there; it returns nil when none is
 // ready with room.
-func (s *Set) pick(model string, prefix uint64, tried map[*member]bool) (*member, *Client) {
+func (s *Set) pick(model string, prefix uint64, tried map[*member]bool) (*member, *process) {
 	states := make([]ReplicaState, len(s.members))
 	for i, m := range s.members {
 		m.mu.Lock()
@@ -263,7 +267,20 @@ func (s *Set) pick(model string, prefix uint64, tried map[*member]bool) (*member
 	if model != "" && !m.loaded[model] {
 		m.loading[model] = true // this request makes it load the model
 	}
-	return m, m.proc.client
+	return m, m.proc
+}
+
+// anyReady reports whether some replica is ready.
+func (s *Set) anyReady() bool {
+	for _, m := range s.members {
+		m.mu.Lock()
+		r := m.state == "ready"
+		m.mu.Unlock()
+		if r {
+			return true
+		}
+	}
+	return false
 }
 
 func (m *member) done() {
@@ -314,37 +331,46 @@ func prefixHash(req *llm.Request) uint64 {
 // chosen one is unreachable or overloaded, and waiting (up to RetryWait)
 // when none is ready. On success the request still counts as ongoing on
 // the returned member: the caller calls its done.
-func with[T any](ctx context.Context, s *Set, model string, prefix uint64, f func(*Client) (T, *llm.Error)) (T, *member, *llm.Error) {
+func with[T any](ctx context.Context, s *Set, model string, prefix uint64, f func(*Client) (T, *llm.Error)) (T, *member, *process, *llm.Error) {
 	var zero T
 	tried := map[*member]bool{}
 	var overload *llm.Error
 	deadline := time.Now().Add(s.opts.RetryWait)
 	for {
-		m, c := s.pick(model, prefix, tried)
+		m, p := s.pick(model, prefix, tried)
 		if m == nil {
 			if overload != nil {
-				return zero, nil, overload
+				return zero, nil, nil, overload
 			}
 			if time.Now().After(deadline) {
-				return zero, nil, llm.Errorf(llm.CodeUnavailable, "", "no replica is ready")
+				if s.anyReady() {
+					return zero, nil, nil, &llm.Error{Code: llm.CodeOverloaded, Message: "every replica is at its max_ongoing_requests", RetryAfter: time.Second}
+				}
+				return zero, nil, nil, llm.Errorf(llm.CodeUnavailable, "", "no replica is ready")
 			}
 			clear(tried)
 			select {
 			case <-ctx.Done():
-				return zero, nil, llm.Errorf(llm.CodeCancelled, "", "request cancelled")
+				return zero, nil, nil, llm.Errorf(llm.CodeCancelled, "", "request cancelled")
 			case <-s.ready:
 				s.wake() // let other waiters look too
 			case <-time.After(100 * time.Millisecond):
 			}
 			continue
 		}
-		v, e := f(c)
+		v, e := f(p.client)
 		if e == nil {
-			return v, m, nil
+			return v, m, p, nil
 		}
 		m.done()
 		switch e.Code {
 		case llm.CodeUnavailable:
+			if crashedOnIt(p) {
+				// The replica crashed while it took this request: the
+				// request may be what crashed it, so it is not sent to
+				// another replica to crash that one too.
+				return v, nil, nil, llm.Errorf(llm.CodeInternal, "", "the replica serving this request crashed (%v); the request was not retried", p.err)
+			}
 			tried[m] = true
 			continue
 		case llm.CodeOverloaded:
@@ -354,13 +380,33 @@ func with[T any](ctx context.Context, s *Set, model string, prefix uint64, f fun
 			}
 			continue
 		}
-		return v, nil, e
+		return v, nil, nil, e
 	}
+}
+
+// crashedOnIt waits briefly for a replica whose call failed to exit, and
+// reports whether it crashed on its own (an abort, a segmentation fault,
+// a non-zero exit) rather than being killed from outside (SIGKILL: kill
+// -9, the out-of-memory killer) or not exiting at all.
+func crashedOnIt(p *process) bool {
+	select {
+	case <-p.exited:
+	case <-time.After(time.Second):
+		return false
+	}
+	var ee *exec.ExitError
+	if !errors.As(p.err, &ee) {
+		return false
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return ws.Signal() != syscall.SIGKILL
+	}
+	return ee.ExitCode() != 0
 }
 
 // unaryOn runs a short call on a replica chosen for model.
 func unaryOn[T any](ctx context.Context, s *Set, model string, f func(*Client) (T, *llm.Error)) (T, *llm.Error) {
-	v, m, e := with(ctx, s, model, 0, f)
+	v, m, _, e := with(ctx, s, model, 0, f)
 	if m != nil {
 		m.done()
 	}
@@ -436,35 +482,46 @@ type setStream struct {
 	prefix  uint64
 	cur     llm.Stream
 	m       *member
-	started bool // an event has been handed out
+	p       *process // the replica process serving cur
+	started bool     // an event has been handed out
 	retries int
+	// crashRetried: this request was already retried once after its
+	// replica crashed on its own.
+	crashRetried bool
 }
 
 func (st *setStream) begin() *llm.Error {
-	cur, m, e := with(st.ctx, st.s, st.req.Model, st.prefix, func(c *Client) (llm.Stream, *llm.Error) { return c.Generate(st.ctx, st.req) })
+	cur, m, p, e := with(st.ctx, st.s, st.req.Model, st.prefix, func(c *Client) (llm.Stream, *llm.Error) { return c.Generate(st.ctx, st.req) })
 	if e != nil {
 		return e
 	}
-	st.cur, st.m = cur, m
+	st.cur, st.m, st.p = cur, m, p
 	return nil
 }
 
 func (st *setStream) Header() llm.Header { return st.cur.Header() }
 
+// Recv returns the next event. When the replica fails before this
+// request produced anything, the request starts again on another replica
+// (or the same one once it is back): up to three times when the replica
+// was killed from outside, and once when it crashed on its own, since the
+// request itself may have crashed it.
 func (st *setStream) Recv(ctx context.Context) (llm.Event, bool) {
 	for {
 		ev, ok := st.cur.Recv(ctx)
 		failed := ev.Final && ev.Error != nil && ev.Error.Code == llm.CodeUnavailable
 		if failed && !st.started && st.retries < 3 && ctx.Err() == nil {
-			// The replica failed before this request produced anything:
-			// start it again elsewhere.
-			st.retries++
-			st.s.log.Warn("retrying a request whose replica failed before its first token", "replica", st.m.name, "try", st.retries+1)
-			st.release()
-			if e := st.begin(); e != nil {
-				return llm.Event{Final: true, Error: e}, true
+			own := crashedOnIt(st.p)
+			if !own || !st.crashRetried {
+				st.crashRetried = st.crashRetried || own
+				st.retries++
+				st.s.log.Warn("retrying a request whose replica failed before its first token", "replica", st.m.name, "crashed", own, "try", st.retries+1)
+				st.release()
+				if e := st.begin(); e != nil {
+					return llm.Event{Final: true, Error: e}, true
+				}
+				continue
 			}
-			continue
 		}
 		if !ev.Final {
 			st.started = true
