@@ -90,6 +90,9 @@ func runVersion(_ context.Context, args []string) error {
 		fmt.Printf(" (%s)", cpuFlags)
 	}
 	fmt.Println()
+	// Loading the backends logs through slog; version prints, it does not log.
+	slog.SetDefault(slog.New(slog.DiscardHandler))
+	printBackends(os.Stdout)
 	return nil
 }
 

@@ -12,9 +12,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"gopkg.in/yaml.v3"
 
+	"github.com/llmux/llmux/gpu"
 	"github.com/llmux/llmux/multiplex"
 	"github.com/llmux/llmux/openai"
 	"github.com/llmux/llmux/scheduler"
@@ -208,6 +210,12 @@ func runServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	gpus, _ := startGPUs(logger, *f.gpuLayers)
+	defer gpus.Close()
+	registry := prometheus.NewRegistry()
+	if gpus.Available() {
+		registry.MustRegister(gpu.NewCollector(gpus))
+	}
 	loader := &multiplex.EngineLoader{GPULayers: *f.gpuLayers, Logger: logger, Defaults: scheduler.Options{
 		Parallel: *f.parallel, Cells: *f.ctxSize, KVLayout: *f.kvLayout,
 		CacheSlots: *f.cacheSlots, TokenBudget: *f.batch, Chunk: *f.chunk, MaxQueue: *f.maxQueue, QueueTimeout: *f.queueTimeout,
@@ -224,6 +232,7 @@ func runServe(ctx context.Context, args []string) error {
 	srv := server.New(pool, server.Options{
 		APIKeys: splitComma(*f.apiKeys), CORSOrigins: splitComma(*f.cors),
 		MaxBodyBytes: *f.maxBody, Limits: &limits, ShutdownTimeout: *f.shutdownTimeout, Version: version, Logger: logger,
+		Registry: registry,
 	})
 	ln, err := net.Listen("tcp", net.JoinHostPort(*f.host, strconv.Itoa(*f.port)))
 	if err != nil {
