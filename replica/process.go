@@ -3,6 +3,7 @@ package replica
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -162,11 +163,29 @@ func (p *process) pid() int {
 }
 
 // relayLog copies the replica's output into the log, a line at a time,
-// with the replica's name.
+// with the replica's name. A JSON log line (the replica logs in JSON) is
+// re-emitted with its level, message and attributes; anything else (a
+// crash trace) is logged as a line of text.
 func relayLog(log *slog.Logger, name string, r io.Reader) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		log.Info(sc.Text(), "replica", name)
+		var rec map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			log.Warn(sc.Text(), "replica", name)
+			continue
+		}
+		level := slog.LevelInfo
+		if l, ok := rec["level"].(string); ok {
+			_ = level.UnmarshalText([]byte(l))
+		}
+		msg, _ := rec["msg"].(string)
+		attrs := []any{"replica", name}
+		for k, v := range rec {
+			if k != "time" && k != "level" && k != "msg" {
+				attrs = append(attrs, k, v)
+			}
+		}
+		log.Log(context.Background(), level, msg, attrs...)
 	}
 }

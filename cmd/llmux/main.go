@@ -31,6 +31,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"serve", "serve models over the OpenAI API", runServe},
+		{"replica", "serve models to llmux serve over a Unix socket (started by serve)", runReplica},
 		{"generate", "generate text from a prompt in the terminal", runGenerate},
 		{"models", "inspect and synthesize GGUF models (models help)", runModels},
 		{"bench", "benchmark an OpenAI-compatible server (bench -h)", runBench},

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -17,8 +18,10 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/llmux/llmux/gpu"
+	"github.com/llmux/llmux/llm"
 	"github.com/llmux/llmux/multiplex"
 	"github.com/llmux/llmux/openai"
+	"github.com/llmux/llmux/replica"
 	"github.com/llmux/llmux/scheduler"
 	"github.com/llmux/llmux/server"
 )
@@ -40,6 +43,8 @@ type serveFlags struct {
 	minResidency    *time.Duration
 	maxSwapWait     *time.Duration
 	keepAlive       *time.Duration
+	replicas        *int
+	maxOngoing      *int
 	models          []multiplex.ModelConfig
 	host            *string
 	port            *int
@@ -83,6 +88,8 @@ func newServeFlags() *serveFlags {
 	f.minResidency = fs.Duration("min-residency", multiplex.DefaultMinResidency, "swap-aware: an idle model is kept for its next request at most this long (its load time, capped by this) while another model waits for its place and requests run on other models")
 	f.maxSwapWait = fs.Duration("max-swap-wait", multiplex.DefaultMaxSwapWait, "requests for a model that does not fit wait at most this long before a busy model is drained to make room")
 	f.keepAlive = fs.Duration("keep-alive", 0, "unload a model idle this long (0: never)")
+	f.replicas = fs.Int("replicas", 1, "replica processes serving the models (0: serve them in this process)")
+	f.maxOngoing = fs.Int("max-ongoing-requests", 0, "requests in flight on one replica before the router sends the next elsewhere or queues it (0: no bound)")
 	f.host = fs.String("host", "127.0.0.1", "address to listen on")
 	f.port = fs.Int("port", 8080, "port to listen on (0: any free port)")
 	f.parallel = fs.Int("parallel", 4, "sequences decoded at once")
@@ -188,6 +195,13 @@ func splitComma(s string) []string {
 	return out
 }
 
+// backend is what serve serves from: a pool in this process, or a set of
+// replica processes; either runs until its context ends.
+type backend interface {
+	llm.Backend
+	Run(ctx context.Context) error
+}
+
 func runServe(ctx context.Context, args []string) error {
 	f := newServeFlags()
 	if err := f.parse(args); err != nil {
@@ -198,15 +212,9 @@ func runServe(ctx context.Context, args []string) error {
 		return err
 	}
 	slog.SetDefault(logger)
-	catalog, err := f.catalog(logger)
-	if err != nil {
-		return err
-	}
-	budget, err := parseBytes(*f.memoryBudget)
-	if err != nil {
-		return fmt.Errorf("--memory-budget: %w", err)
-	}
-	policy, err := multiplex.ParseSwapPolicy(*f.swapPolicy)
+	// The catalog is built here even when replicas serve it, so that
+	// configuration mistakes stop the server at start.
+	pool, catalog, err := f.pool(logger)
 	if err != nil {
 		return err
 	}
@@ -216,20 +224,18 @@ func runServe(ctx context.Context, args []string) error {
 	if gpus.Available() {
 		registry.MustRegister(gpu.NewCollector(gpus))
 	}
-	loader := &multiplex.EngineLoader{GPULayers: *f.gpuLayers, Logger: logger, Defaults: scheduler.Options{
-		Parallel: *f.parallel, Cells: *f.ctxSize, KVLayout: *f.kvLayout,
-		CacheSlots: *f.cacheSlots, TokenBudget: *f.batch, Chunk: *f.chunk, MaxQueue: *f.maxQueue, QueueTimeout: *f.queueTimeout,
-		NoPrefixCache: *f.noPrefixCache, Threads: *f.threads, Handoff: *f.handoff, FlashAttention: *f.flashAttn, KVType: *f.kvType,
-		Steps: scheduler.NewStepGate(), // the loaded models take turns at engine steps
-	}}
-	pool := multiplex.NewPool(multiplex.PoolOptions{
-		Catalog: catalog, Load: loader.Load, Size: loader.Size,
-		MaxModels: *f.maxModels, MemoryBudget: budget, Policy: policy, MinResidency: *f.minResidency, MaxSwapWait: *f.maxSwapWait,
-		KeepAlive: *f.keepAlive, QueueTimeout: *f.queueTimeout, Logger: logger,
-	})
+	var be backend = pool
+	if *f.replicas > 0 {
+		set, dir, err := f.replicaSet(args, logger)
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		be = set
+	}
 	limits := openai.DefaultLimits()
 	limits.MaxTokens, limits.MaxN = *f.maxTokens, *f.maxN
-	srv := server.New(pool, server.Options{
+	srv := server.New(be, server.Options{
 		APIKeys: splitComma(*f.apiKeys), CORSOrigins: splitComma(*f.cors),
 		MaxBodyBytes: *f.maxBody, Limits: &limits, ShutdownTimeout: *f.shutdownTimeout, Version: version, Logger: logger,
 		Registry: registry,
@@ -242,15 +248,16 @@ func runServe(ctx context.Context, args []string) error {
 	for _, e := range catalog.Entries() {
 		names = append(names, e.Name)
 	}
-	logger.Info("llmux serving", "url", "http://"+ln.Addr().String()+"/v1", "models", strings.Join(names, ","), "max_models", *f.maxModels,
-		"swap_policy", policy, "version", version, "cpu", cpuTarget)
-	// The pool outlives the HTTP server so draining streams finish; it
-	// stops (unloading every model) once the server has.
-	poolCtx, stopPool := context.WithCancel(context.Background())
+	logger.Info("llmux serving", "url", "http://"+ln.Addr().String()+"/v1", "models", strings.Join(names, ","), "replicas", *f.replicas,
+		"max_models", *f.maxModels, "swap_policy", *f.swapPolicy, "version", version, "cpu", cpuTarget)
+	// The backend outlives the HTTP server so draining streams finish; it
+	// stops (unloading every model, stopping every replica) once the
+	// server has.
+	beCtx, stopBackend := context.WithCancel(context.Background())
 	var g errgroup.Group
-	g.Go(func() error { return pool.Run(poolCtx) })
+	g.Go(func() error { return be.Run(beCtx) })
 	g.Go(func() error {
-		defer stopPool()
+		defer stopBackend()
 		return srv.Serve(ctx, ln)
 	})
 	err = g.Wait()
@@ -258,5 +265,98 @@ func runServe(ctx context.Context, args []string) error {
 		err = nil
 	}
 	logger.Info("llmux stopped")
+	return err
+}
+
+// pool builds the catalog and the pool that serves it in this process.
+func (f *serveFlags) pool(logger *slog.Logger) (*multiplex.Pool, *multiplex.Catalog, error) {
+	catalog, err := f.catalog(logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	budget, err := parseBytes(*f.memoryBudget)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--memory-budget: %w", err)
+	}
+	policy, err := multiplex.ParseSwapPolicy(*f.swapPolicy)
+	if err != nil {
+		return nil, nil, err
+	}
+	loader := &multiplex.EngineLoader{GPULayers: *f.gpuLayers, Logger: logger, Defaults: scheduler.Options{
+		Parallel: *f.parallel, Cells: *f.ctxSize, KVLayout: *f.kvLayout,
+		CacheSlots: *f.cacheSlots, TokenBudget: *f.batch, Chunk: *f.chunk, MaxQueue: *f.maxQueue, QueueTimeout: *f.queueTimeout,
+		NoPrefixCache: *f.noPrefixCache, Threads: *f.threads, Handoff: *f.handoff, FlashAttention: *f.flashAttn, KVType: *f.kvType,
+		Steps: scheduler.NewStepGate(), // the loaded models take turns at engine steps
+	}}
+	return multiplex.NewPool(multiplex.PoolOptions{
+		Catalog: catalog, Load: loader.Load, Size: loader.Size,
+		MaxModels: *f.maxModels, MemoryBudget: budget, Policy: policy, MinResidency: *f.minResidency, MaxSwapWait: *f.maxSwapWait,
+		KeepAlive: *f.keepAlive, QueueTimeout: *f.queueTimeout, Logger: logger,
+	}), catalog, nil
+}
+
+// replicaSet describes the replica processes: this binary run as `llmux
+// replica` with the same serve arguments, each with its share of the
+// threads.
+func (f *serveFlags) replicaSet(args []string, logger *slog.Logger) (set *replica.Set, socketDir string, err error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, "", fmt.Errorf("replicas: %w", err)
+	}
+	threads := *f.threads
+	if threads <= 0 {
+		threads = runtime.NumCPU()
+	}
+	threads = max(threads / *f.replicas, 1)
+	dir, err := os.MkdirTemp("", "llmux-replicas-")
+	if err != nil {
+		return nil, "", fmt.Errorf("replicas: %w", err)
+	}
+	command := append([]string{exe, "replica"}, args...)
+	// Later flags win: each replica gets its share of the threads, and
+	// logs in JSON so that the serving process can relay its records.
+	command = append(command, "--threads", strconv.Itoa(threads), "--log-format", "json")
+	return replica.NewSet(replica.SetOptions{Replicas: *f.replicas, MaxOngoing: *f.maxOngoing, Logger: logger,
+		Process: replica.ProcessOptions{Name: "replica", Command: command, Env: os.Environ(), SocketDir: dir}}), dir, nil
+}
+
+// runReplica is `llmux replica`: the serve arguments plus --socket PATH;
+// it serves its models on the socket until the serving process is gone.
+func runReplica(ctx context.Context, args []string) error {
+	var sock string
+	rest := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		if args[i] == "--socket" && i+1 < len(args) {
+			sock = args[i+1]
+			i++
+			continue
+		}
+		rest = append(rest, args[i])
+	}
+	if sock == "" {
+		return fmt.Errorf("replica: --socket PATH is required (llmux serve starts replicas itself)")
+	}
+	f := newServeFlags()
+	if err := f.parse(rest); err != nil {
+		return err
+	}
+	logger, err := newLogger(*f.logLevel, *f.logFormat)
+	if err != nil {
+		return err
+	}
+	slog.SetDefault(logger)
+	pool, _, err := f.pool(logger)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- pool.Run(ctx) }()
+	err = replica.ServeProcess(ctx, sock, pool)
+	cancel()
+	if perr := <-done; err == nil {
+		err = perr
+	}
 	return err
 }
