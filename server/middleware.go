@@ -2,7 +2,6 @@ package server
 
 import (
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/hex"
 	"fmt"
 	"net/http"
@@ -67,28 +66,6 @@ func (s *Server) recovery(c *gin.Context) {
 	c.Next()
 }
 
-func (s *Server) auth(c *gin.Context) {
-	if len(s.opts.APIKeys) == 0 {
-		c.Next()
-		return
-	}
-	h := c.GetHeader("Authorization")
-	key, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok {
-		s.fail(c, openai.Unauthorized("missing API key: send Authorization: Bearer <key>"))
-		return
-	}
-	valid := 0
-	for _, k := range s.opts.APIKeys {
-		valid |= subtle.ConstantTimeCompare([]byte(key), []byte(k))
-	}
-	if valid != 1 {
-		s.fail(c, openai.Unauthorized("incorrect API key"))
-		return
-	}
-	c.Next()
-}
-
 func (s *Server) cors(c *gin.Context) {
 	origin := c.GetHeader("Origin")
 	if origin == "" || len(s.opts.CORSOrigins) == 0 {
@@ -113,7 +90,7 @@ func (s *Server) cors(c *gin.Context) {
 		if allowed {
 			c.AbortWithStatus(http.StatusNoContent)
 		} else {
-			c.AbortWithStatus(http.StatusForbidden)
+			s.fail(c, openai.Forbidden("origin_not_allowed", "the origin is not allowed by this server's CORS settings"))
 		}
 		return
 	}
