@@ -7,9 +7,11 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
@@ -83,10 +85,18 @@ func (s *Server) fail(c *gin.Context, err error) {
 // nesting depth is checked on the bytes before decoding.
 func (s *Server) decode(c *gin.Context, v any) *openai.Error {
 	body, err := io.ReadAll(c.Request.Body)
+	if err == nil && c.GetBool(bodyDeadlineKey) {
+		// The body is in. (After a failed read the deadline stays, so
+		// net/http's discard of the rest cannot block.)
+		_ = http.NewResponseController(c.Writer).SetReadDeadline(time.Time{})
+	}
 	if err != nil {
 		var mb *http.MaxBytesError
-		if errors.As(err, &mb) {
+		switch {
+		case errors.As(err, &mb):
 			return openai.TooLarge(mb.Limit)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return &openai.Error{Status: http.StatusRequestTimeout, Type: openai.TypeInvalidRequest, Code: ptrTo("request_timeout"), Message: "the request body did not arrive in time"}
 		}
 		return openai.Invalid("", "could not read the request body")
 	}

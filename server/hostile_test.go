@@ -478,7 +478,7 @@ func deref(s *string) string {
 // TestSlowClients: a client that never finishes its headers, or keeps an
 // idle connection, is cut off at ReadHeaderTimeout and IdleTimeout.
 func TestSlowClients(t *testing.T) {
-	s := serveTiny(t, Options{ReadHeaderTimeout: 200 * time.Millisecond, IdleTimeout: 300 * time.Millisecond}, scheduler.Options{}, true)
+	s := serveTiny(t, Options{ReadHeaderTimeout: 200 * time.Millisecond, IdleTimeout: 300 * time.Millisecond, BodyTimeout: 300 * time.Millisecond}, scheduler.Options{}, true)
 	closed := func(conn net.Conn) error {
 		conn.SetReadDeadline(time.Now().Add(30 * time.Second)) // liveness bound
 		_, err := io.ReadAll(conn)
@@ -494,6 +494,19 @@ func TestSlowClients(t *testing.T) {
 	if err := closed(conn); err != nil {
 		t.Fatalf("slow headers: the connection stayed open: %v", err)
 	}
+	// A body that never completes gets 408.
+	conn3, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn3.Close()
+	io.WriteString(conn3, "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\":")
+	conn3.SetReadDeadline(time.Now().Add(30 * time.Second)) // liveness bound
+	resp3, err := http.ReadResponse(bufio.NewReader(conn3), nil)
+	if err != nil || resp3.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("slow body: %v %v", resp3, err)
+	}
+	resp3.Body.Close()
 	// An idle keep-alive connection after one request.
 	conn2, err := net.Dial("tcp", s.addr)
 	if err != nil {
@@ -526,5 +539,30 @@ func TestRequestTimeout(t *testing.T) {
 	resp, body = rawRequest(t, s.addr, hostile{path: "/v1/completions", hdr: []string{"Authorization:"}, body: `{"model":"tiny","prompt":"hi","max_tokens":2,"stream":true}`}.request("localhost"))
 	if resp.StatusCode != http.StatusGatewayTimeout || !bytes.Contains(body, []byte(`"error"`)) {
 		t.Fatalf("streamed: %d %s", resp.StatusCode, body)
+	}
+}
+
+// TestRouteAccess: every route has an access class, and only /health,
+// /ready and /metrics are open; an unclassified route would need an admin
+// key (fail closed).
+func TestRouteAccess(t *testing.T) {
+	s := New(nil, Options{})
+	open := map[string]access{"GET /health": accessPublic, "GET /ready": accessPublic, "GET /metrics": accessMetrics}
+	for _, r := range s.router.Routes() {
+		key := r.Method + " " + r.Path
+		a, ok := s.access[key]
+		if !ok {
+			t.Errorf("%s has no access class", key)
+			continue
+		}
+		if want, isOpen := open[key]; isOpen && a != want || !isOpen && a != accessAPI && a != accessAdmin {
+			t.Errorf("%s: access %d", key, a)
+		}
+		if strings.HasPrefix(r.Path, "/admin/") && a != accessAdmin {
+			t.Errorf("%s is an admin route without the admin class", key)
+		}
+	}
+	if accessAdmin != access(0) {
+		t.Fatal("the zero access class must be the most closed one")
 	}
 }

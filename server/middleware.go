@@ -15,7 +15,10 @@ import (
 	"github.com/llmux/llmux/openai"
 )
 
-const requestIDHeader = "X-Request-Id"
+const (
+	requestIDHeader = "X-Request-Id"
+	bodyDeadlineKey = "body_deadline"
+)
 
 func newID(prefix string) string {
 	var b [12]byte
@@ -103,6 +106,14 @@ func (s *Server) limitBody(c *gin.Context) {
 		return
 	}
 	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, s.opts.MaxBodyBytes)
+	if c.Request.Method == http.MethodPost {
+		// A body trickled in byte by byte must not hold the connection:
+		// decode clears the deadline once the body is in. (Not
+		// http.Server.ReadTimeout, which would cancel long streams.)
+		if err := http.NewResponseController(c.Writer).SetReadDeadline(time.Now().Add(s.opts.BodyTimeout)); err == nil {
+			c.Set(bodyDeadlineKey, true)
+		}
+	}
 	c.Next()
 }
 

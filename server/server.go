@@ -44,6 +44,9 @@ type Options struct {
 	// cannot hold connections open.
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
+	// BodyTimeout bounds how long a client may take to send a request
+	// body once its headers are in (default 1m; 408 past it).
+	BodyTimeout time.Duration
 	// RequestTimeout bounds each API request's whole run, streams
 	// included (0: no bound); past it the request ends with a 504 or a
 	// timeout error event.
@@ -112,6 +115,9 @@ func New(backend llm.Backend, opts Options) *Server {
 	}
 	if opts.ReadHeaderTimeout <= 0 {
 		opts.ReadHeaderTimeout = 10 * time.Second
+	}
+	if opts.BodyTimeout <= 0 {
+		opts.BodyTimeout = time.Minute
 	}
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = 2 * time.Minute
