@@ -37,6 +37,7 @@ func strp(s string) *string {
 const (
 	TypeInvalidRequest = "invalid_request_error"
 	TypeAuthentication = "authentication_error"
+	TypePermission     = "permission_error"
 	TypeNotFound       = "not_found_error"
 	TypeRateLimit      = "rate_limit_error"
 	TypeServer         = "server_error"
@@ -63,6 +64,11 @@ func NotFound(param, code, format string, args ...any) *Error {
 // Unauthorized is a 401.
 func Unauthorized(msg string) *Error {
 	return &Error{Status: http.StatusUnauthorized, Type: TypeAuthentication, Code: strp("invalid_api_key"), Message: msg}
+}
+
+// Forbidden is a 403: the request may not be made here, whoever sends it.
+func Forbidden(code, format string, args ...any) *Error {
+	return &Error{Status: http.StatusForbidden, Type: TypePermission, Code: strp(code), Message: fmt.Sprintf(format, args...)}
 }
 
 // TooLarge is a 413.

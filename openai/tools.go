@@ -125,6 +125,9 @@ func (r *ChatRequest) validateTools(l Limits) *Error {
 			if err := json.Unmarshal(t.Function.Parameters, &obj); err != nil {
 				return Invalid(p+".function.parameters", "parameters must be a JSON schema object")
 			}
+			if e := checkSchema(p+".function.parameters", t.Function.Parameters, l); e != nil {
+				return e
+			}
 		}
 	}
 	if schemaBytes > l.MaxSchemaBytes {

@@ -58,6 +58,10 @@ type ChatRequest struct {
 	Tools               []Tool          `json:"tools"`
 	ToolChoice          json.RawMessage `json:"tool_choice"`
 	ParallelToolCalls   *bool           `json:"parallel_tool_calls"`
+	// ChatTemplate and ChatTemplateKwargs (vLLM's and llama.cpp's
+	// extensions) are refused: a template is code the server runs.
+	ChatTemplate       json.RawMessage `json:"chat_template"`
+	ChatTemplateKwargs json.RawMessage `json:"chat_template_kwargs"`
 	Sampling
 }
 

@@ -1,32 +1,18 @@
 package openai
 
 import (
+	"bytes"
 	"encoding/json"
-	"math"
 	"slices"
 	"strconv"
 
 	"github.com/llmux/llmux/llm"
 )
 
-// Limits bound what a request may ask for. They live in one place so every
-// check happens before any work is done.
-type Limits struct {
-	MaxN           int // choices per request
-	MaxTokens      int // largest max_tokens accepted
-	MaxStop        int // stop strings
-	MaxStopLength  int // bytes per stop string
-	MaxLogitBias   int // logit_bias entries
-	MaxMessages    int // chat messages
-	MaxPrompts     int // prompts in one completions request
-	MaxTopLogprobs int
-	MaxSchemaBytes int // response_format json_schema; all tools' parameters together
-	MaxTools       int
-}
-
-// DefaultLimits are the server's defaults.
-func DefaultLimits() Limits {
-	return Limits{MaxN: 8, MaxTokens: 32768, MaxStop: 16, MaxStopLength: 256, MaxLogitBias: 1024, MaxMessages: 1024, MaxPrompts: 64, MaxTopLogprobs: 20, MaxSchemaBytes: 64 << 10, MaxTools: 128}
+// present reports whether an optional raw field was sent with a value.
+func present(raw json.RawMessage) bool {
+	raw = bytes.TrimSpace(raw)
+	return len(raw) > 0 && !bytes.Equal(raw, []byte("null"))
 }
 
 // ModelInfo is what validation needs to know of the target model.
@@ -49,7 +35,18 @@ func (r *ChatRequest) Validate(l Limits, mi ModelInfo) *Error {
 	if len(r.Messages) > l.MaxMessages {
 		return Invalid("messages", "at most %d messages are allowed, got %d", l.MaxMessages, len(r.Messages))
 	}
+	if present(r.ChatTemplate) || present(r.ChatTemplateKwargs) {
+		return Invalid("chat_template", "client-supplied chat templates are not accepted: the model's own template is used")
+	}
+	size := 0
+	for _, t := range r.Tools {
+		size += len(t.Function.Description)
+	}
 	for i, m := range r.Messages {
+		size += len(m.Content.Text)
+		for _, c := range m.ToolCalls {
+			size += len(c.Function.Name) + len(c.Function.Arguments)
+		}
 		p := "messages[" + strconv.Itoa(i) + "]"
 		if !chatRoles[m.Role] {
 			return Invalid(p+".role", "unknown role %q: want system, developer, user, assistant or tool", m.Role)
@@ -57,6 +54,9 @@ func (r *ChatRequest) Validate(l Limits, mi ModelInfo) *Error {
 		if m.Content.Null && !(m.Role == "assistant" && len(m.ToolCalls) > 0) {
 			return Invalid(p+".content", "message content must not be null")
 		}
+	}
+	if e := CheckPromptBytes("messages", size, l); e != nil {
+		return e
 	}
 	if e := r.validateTools(l); e != nil {
 		return e
@@ -88,14 +88,22 @@ func (r *CompletionRequest) Validate(l Limits, mi ModelInfo) *Error {
 	if r.Prompt.Count() > l.MaxPrompts {
 		return Invalid("prompt", "at most %d prompts per request, got %d", l.MaxPrompts, r.Prompt.Count())
 	}
+	size := 0
+	for _, t := range r.Prompt.Texts {
+		size += len(t)
+	}
+	if e := CheckPromptBytes("prompt", size, l); e != nil {
+		return e
+	}
 	for i, toks := range r.Prompt.Tokens {
 		if len(toks) == 0 {
 			return Invalid("prompt", "prompt %d is an empty token array", i)
 		}
-		for _, t := range toks {
-			if t < 0 || int(t) >= mi.VocabSize {
-				return Invalid("prompt", "token id %d is out of range [0, %d)", t, mi.VocabSize)
-			}
+		if mi.Context > 0 && len(toks) >= mi.Context {
+			return InvalidCode("prompt", "context_length_exceeded", "prompt %d is %d tokens long, but this model's context holds %d", i, len(toks), mi.Context)
+		}
+		if e := CheckTokens("prompt", toks, mi.VocabSize); e != nil {
+			return e
 		}
 	}
 	if r.Logprobs != nil && (*r.Logprobs < 0 || *r.Logprobs > l.MaxTopLogprobs) {
@@ -118,10 +126,7 @@ func checkRange(param string, v *float64, lo, hi float64) *Error {
 	if v == nil {
 		return nil
 	}
-	if math.IsNaN(*v) || *v < lo || *v > hi {
-		return Invalid(param, "%s must be between %g and %g, got %g", param, lo, hi, *v)
-	}
-	return nil
+	return checkNumber(param, *v, lo, hi)
 }
 
 func (s *Sampling) validate(l Limits, mi ModelInfo) *Error {
@@ -174,7 +179,7 @@ func (s *Sampling) validate(l Limits, mi ModelInfo) *Error {
 		if err != nil || id < 0 || id >= mi.VocabSize {
 			return Invalid("logit_bias", "logit_bias key %q is not a token id in [0, %d)", k, mi.VocabSize)
 		}
-		if math.IsNaN(v) || v < -100 || v > 100 {
+		if e := checkNumber("logit_bias", v, -100, 100); e != nil {
 			return Invalid("logit_bias", "logit_bias values must be between -100 and 100, got %g", v)
 		}
 	}
@@ -191,9 +196,8 @@ func (s *Sampling) validate(l Limits, mi ModelInfo) *Error {
 			if len(rf.JSONSchema.Schema) > l.MaxSchemaBytes {
 				return Invalid("response_format.json_schema", "json_schema.schema exceeds %d bytes", l.MaxSchemaBytes)
 			}
-			var obj map[string]any
-			if err := json.Unmarshal(rf.JSONSchema.Schema, &obj); err != nil {
-				return Invalid("response_format.json_schema", "json_schema.schema must be a JSON object")
+			if e := checkSchema("response_format.json_schema", rf.JSONSchema.Schema, l); e != nil {
+				return e
 			}
 		default:
 			return Invalid("response_format.type", "response_format.type must be text, json_object or json_schema, got %q", rf.Type)

@@ -34,6 +34,7 @@ func (s *Server) handleChat(c *gin.Context) {
 		}
 	}
 	lreq := &llm.Request{ID: requestIDOf(c), Model: req.Model, Messages: chatMessages(req.TemplateMessages()), Params: req.Params(top, seedFor(req.Seed))}
+	s.limits.BoundParams(&lreq.Params)
 	st, err := s.start(c.Request.Context(), lreq)
 	if err != nil {
 		s.fail(c, err)
@@ -185,7 +186,7 @@ func strp(s string) *string { return &s }
 // a normal error response; after, an error event. Then the usage chunk
 // (when asked) and [DONE].
 func (s *Server) endStream(c *gin.Context, started bool, err error, usage func() any, so *openai.StreamOptions) {
-	if c.Request.Context().Err() != nil {
+	if ctx := c.Request.Context(); ctx.Err() != nil && !timedOut(ctx) {
 		return // the client left; nothing to say
 	}
 	if err != nil {

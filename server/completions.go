@@ -27,6 +27,7 @@ func (s *Server) handleCompletions(c *gin.Context) {
 		top = *req.Logprobs
 	}
 	lreq := &llm.Request{ID: requestIDOf(c), Model: req.Model, Prompts: prompts, Echo: req.Echo, Params: req.Sampling.Params(req.MaxTokens, top, seedFor(req.Seed))}
+	s.limits.BoundParams(&lreq.Params)
 	st, err := s.start(c.Request.Context(), lreq)
 	if err != nil {
 		s.fail(c, err)

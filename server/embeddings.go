@@ -28,7 +28,7 @@ type embeddingData struct {
 
 func (s *Server) handleEmbeddings(c *gin.Context) {
 	var req embeddingRequest
-	if e := decode(c, &req); e != nil {
+	if e := s.decode(c, &req); e != nil {
 		s.fail(c, e)
 		return
 	}
@@ -55,6 +55,20 @@ func (s *Server) handleEmbeddings(c *gin.Context) {
 	if e != nil {
 		s.fail(c, e)
 		return
+	}
+	size := 0
+	for _, t := range req.Input.Texts {
+		size += len(t)
+	}
+	if e := openai.CheckPromptBytes("input", size, s.limits); e != nil {
+		s.fail(c, e)
+		return
+	}
+	for _, t := range req.Input.Tokens {
+		if e := openai.CheckTokens("input", t, mi.VocabSize); e != nil {
+			s.fail(c, e)
+			return
+		}
 	}
 	if req.Dimensions != nil && (*req.Dimensions < 1 || *req.Dimensions > mi.Embedding) {
 		s.fail(c, openai.Invalid("dimensions", "dimensions must be between 1 and %d", mi.Embedding))

@@ -7,8 +7,11 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
+	"reflect"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
@@ -32,8 +35,12 @@ func errorFor(err error) *openai.Error {
 	case errors.Is(err, context.DeadlineExceeded):
 		return &openai.Error{Status: http.StatusGatewayTimeout, Type: openai.TypeServer, Message: "request timed out"}
 	}
-	return openai.Internal(err.Error())
+	return internal()
 }
+
+// internal is the body of every 500 whose cause is not meant for clients:
+// the cause (which may name files or internal state) goes to the log.
+func internal() *openai.Error { return openai.Internal("internal error") }
 
 // apiError maps a backend error's code to its status and OpenAI body.
 func apiError(e *llm.Error) *openai.Error {
@@ -51,7 +58,7 @@ func apiError(e *llm.Error) *openai.Error {
 	case llm.CodeTimeout:
 		return &openai.Error{Status: http.StatusGatewayTimeout, Type: openai.TypeServer, Message: e.Message}
 	case llm.CodeLoadFailed:
-		ae := openai.Internal(e.Message)
+		ae := openai.Internal(e.Message) // written for clients, paths redacted
 		code := string(e.Code)
 		ae.Code = &code
 		return ae
@@ -59,7 +66,7 @@ func apiError(e *llm.Error) *openai.Error {
 		// The client left; whatever is written goes nowhere.
 		return &openai.Error{Status: 499, Type: openai.TypeInvalidRequest, Message: e.Message}
 	}
-	return openai.Internal(e.Message)
+	return internal()
 }
 
 // fail writes err as an OpenAI error response and aborts the chain.
@@ -74,21 +81,33 @@ func (s *Server) fail(c *gin.Context, err error) {
 	c.AbortWithStatusJSON(e.Status, openai.ErrorBody{Error: e})
 }
 
-// decode reads the JSON body into v, mapping every failure to a 4xx.
-func decode(c *gin.Context, v any) *openai.Error {
+// decode reads the JSON body into v, mapping every failure to a 4xx. The
+// nesting depth is checked on the bytes before decoding.
+func (s *Server) decode(c *gin.Context, v any) *openai.Error {
 	body, err := io.ReadAll(c.Request.Body)
+	if err == nil && c.GetBool(bodyDeadlineKey) {
+		// The body is in. (After a failed read the deadline stays, so
+		// net/http's discard of the rest cannot block.)
+		_ = http.NewResponseController(c.Writer).SetReadDeadline(time.Time{})
+	}
 	if err != nil {
 		var mb *http.MaxBytesError
-		if errors.As(err, &mb) {
+		switch {
+		case errors.As(err, &mb):
 			return openai.TooLarge(mb.Limit)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return &openai.Error{Status: http.StatusRequestTimeout, Type: openai.TypeInvalidRequest, Code: ptrTo("request_timeout"), Message: "the request body did not arrive in time"}
 		}
-		return openai.Invalid("", "could not read the request body: %v", err)
+		return openai.Invalid("", "could not read the request body")
 	}
 	if len(body) == 0 {
 		return openai.Invalid("", "the request body is empty; expected a JSON object")
 	}
 	if !utf8.Valid(body) {
 		return openai.Invalid("", "the request body is not valid UTF-8")
+	}
+	if e := openai.CheckJSONDepth(body, s.limits.MaxJSONDepth); e != nil {
+		return e
 	}
 	if err := json.Unmarshal(body, v); err != nil {
 		var (
@@ -103,11 +122,37 @@ func decode(c *gin.Context, v any) *openai.Error {
 				return openai.Invalid("", "the request body must be a JSON object")
 			}
 			field := jsonField(te.Field)
-			return openai.Invalid(field, "%s: expected %s, got JSON %s", field, te.Type, te.Value)
+			return openai.Invalid(field, "%s: expected %s, got JSON %s", field, jsonKind(te.Type), te.Value)
 		}
 		return openai.Invalid("", "invalid request: %v", err)
 	}
 	return nil
+}
+
+// jsonKind names a Go type by the JSON it decodes from, so errors speak
+// of the API rather than of llmux's types.
+func jsonKind(t reflect.Type) string {
+	if t == nil {
+		return "a value"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	case reflect.Pointer:
+		return jsonKind(t.Elem())
+	}
+	return "a value"
 }
 
 // jsonField drops embedded Go struct names (which start upper-case) from a

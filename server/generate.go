@@ -157,7 +157,7 @@ func (s *Server) fingerprint(model string) string {
 func (s *Server) parseGeneration(c *gin.Context, req interface {
 	Validate(openai.Limits, openai.ModelInfo) *openai.Error
 }, model *string) (llm.ModelInfo, bool) {
-	if e := decode(c, req); e != nil {
+	if e := s.decode(c, req); e != nil {
 		s.fail(c, e)
 		return llm.ModelInfo{}, false
 	}

@@ -2,7 +2,6 @@ package server
 
 import (
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/hex"
 	"fmt"
 	"net/http"
@@ -16,7 +15,10 @@ import (
 	"github.com/llmux/llmux/openai"
 )
 
-const requestIDHeader = "X-Request-Id"
+const (
+	requestIDHeader = "X-Request-Id"
+	bodyDeadlineKey = "body_deadline"
+)
 
 func newID(prefix string) string {
 	var b [12]byte
@@ -67,28 +69,6 @@ func (s *Server) recovery(c *gin.Context) {
 	c.Next()
 }
 
-func (s *Server) auth(c *gin.Context) {
-	if len(s.opts.APIKeys) == 0 {
-		c.Next()
-		return
-	}
-	h := c.GetHeader("Authorization")
-	key, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok {
-		s.fail(c, openai.Unauthorized("missing API key: send Authorization: Bearer <key>"))
-		return
-	}
-	valid := 0
-	for _, k := range s.opts.APIKeys {
-		valid |= subtle.ConstantTimeCompare([]byte(key), []byte(k))
-	}
-	if valid != 1 {
-		s.fail(c, openai.Unauthorized("incorrect API key"))
-		return
-	}
-	c.Next()
-}
-
 func (s *Server) cors(c *gin.Context) {
 	origin := c.GetHeader("Origin")
 	if origin == "" || len(s.opts.CORSOrigins) == 0 {
@@ -113,7 +93,7 @@ func (s *Server) cors(c *gin.Context) {
 		if allowed {
 			c.AbortWithStatus(http.StatusNoContent)
 		} else {
-			c.AbortWithStatus(http.StatusForbidden)
+			s.fail(c, openai.Forbidden("origin_not_allowed", "the origin is not allowed by this server's CORS settings"))
 		}
 		return
 	}
@@ -126,6 +106,14 @@ func (s *Server) limitBody(c *gin.Context) {
 		return
 	}
 	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, s.opts.MaxBodyBytes)
+	if c.Request.Method == http.MethodPost {
+		// A body trickled in byte by byte must not hold the connection:
+		// decode clears the deadline once the body is in. (Not
+		// http.Server.ReadTimeout, which would cancel long streams.)
+		if err := http.NewResponseController(c.Writer).SetReadDeadline(time.Now().Add(s.opts.BodyTimeout)); err == nil {
+			c.Set(bodyDeadlineKey, true)
+		}
+	}
 	c.Next()
 }
 

@@ -45,6 +45,16 @@ func (s *Server) handleReady(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"status": "ready", "running": l.Running, "waiting": l.Waiting})
 }
 
+// handleAdminStatus reports every model's state and the server's load.
+func (s *Server) handleAdminStatus(c *gin.Context) {
+	models := []openai.Model{}
+	for _, mi := range s.backend.Models(c.Request.Context()) {
+		models = append(models, s.modelEntry(mi))
+	}
+	l := s.backend.Load()
+	c.JSON(http.StatusOK, gin.H{"version": s.opts.Version, "draining": s.draining.Load(), "running": l.Running, "waiting": l.Waiting, "models": models})
+}
+
 func (s *Server) handleMetrics(c *gin.Context) {
 	promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{}).ServeHTTP(c.Writer, c.Request)
 }
@@ -58,13 +68,17 @@ type tokenizeRequest struct {
 
 func (s *Server) handleTokenize(c *gin.Context) {
 	var req tokenizeRequest
-	if e := decode(c, &req); e != nil {
+	if e := s.decode(c, &req); e != nil {
 		s.fail(c, e)
 		return
 	}
 	text := req.Content
 	if text == "" {
 		text = req.Prompt
+	}
+	if e := openai.CheckPromptBytes("content", len(text), s.limits); e != nil {
+		s.fail(c, e)
+		return
 	}
 	res, e := s.backend.Tokenize(c.Request.Context(), &llm.TokenizeRequest{Model: req.Model, Text: text, AddSpecial: req.AddSpecial == nil || *req.AddSpecial})
 	if e != nil {
@@ -79,7 +93,7 @@ func (s *Server) handleDetokenize(c *gin.Context) {
 		Model  string  `json:"model"`
 		Tokens []int32 `json:"tokens"`
 	}
-	if e := decode(c, &req); e != nil {
+	if e := s.decode(c, &req); e != nil {
 		s.fail(c, e)
 		return
 	}

@@ -22,8 +22,35 @@ import (
 
 // Options configure a Server. The zero value works.
 type Options struct {
-	// APIKeys, when set, are required as "Authorization: Bearer KEY".
+	// APIKeys, when set, are required as "Authorization: Bearer KEY" on
+	// every route but /health, /ready and /metrics.
 	APIKeys []string
+	// AdminKeys are required on admin routes (/admin/...); without them
+	// the admin routes answer 403.
+	AdminKeys []string
+	// MetricsAuth requires an API or admin key on /metrics too.
+	MetricsAuth bool
+	// AllowedHosts are Host names accepted, besides loopback names, when
+	// the server listens on a loopback address ("*": any). Other Hosts
+	// get 403: a page on a rebound DNS name must not reach the API.
+	AllowedHosts []string
+	// MaxHeaders and MaxHeaderBytes bound a request's header section
+	// (defaults 100 fields and 32 KiB; over them: 431).
+	MaxHeaders     int
+	MaxHeaderBytes int
+	// ReadHeaderTimeout bounds how long a client may take to send its
+	// headers (default 10s), and IdleTimeout how long a keep-alive
+	// connection may wait for its next request (default 2m): slow clients
+	// cannot hold connections open.
+	ReadHeaderTimeout time.Duration
+	IdleTimeout       time.Duration
+	// BodyTimeout bounds how long a client may take to send a request
+	// body once its headers are in (default 1m; 408 past it).
+	BodyTimeout time.Duration
+	// RequestTimeout bounds each API request's whole run, streams
+	// included (0: no bound); past it the request ends with a 504 or a
+	// timeout error event.
+	RequestTimeout time.Duration
 	// CORSOrigins allowed to call the API from a browser ("*" for any);
 	// empty disables CORS.
 	CORSOrigins []string
@@ -57,6 +84,10 @@ type Server struct {
 	// request id and scheduler emission time right after it is flushed.
 	traceWrite func(requestID string, emitted time.Time)
 
+	// access classifies each route ("METHOD /path") for authorize;
+	// written only while routes are built.
+	access map[string]access
+
 	draining atomic.Bool
 	inflight sync.WaitGroup
 }
@@ -76,6 +107,21 @@ func New(backend llm.Backend, opts Options) *Server {
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 	}
+	if opts.MaxHeaders <= 0 {
+		opts.MaxHeaders = 100
+	}
+	if opts.MaxHeaderBytes <= 0 {
+		opts.MaxHeaderBytes = 32 << 10
+	}
+	if opts.ReadHeaderTimeout <= 0 {
+		opts.ReadHeaderTimeout = 10 * time.Second
+	}
+	if opts.BodyTimeout <= 0 {
+		opts.BodyTimeout = time.Minute
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 2 * time.Minute
+	}
 	if opts.Version == "" {
 		opts.Version = "dev"
 	}
@@ -83,7 +129,7 @@ func New(backend llm.Backend, opts Options) *Server {
 	if opts.Limits != nil {
 		limits = *opts.Limits
 	}
-	s := &Server{backend: backend, opts: opts, limits: limits, created: time.Now().Unix(), log: opts.Logger}
+	s := &Server{backend: backend, opts: opts, limits: limits, created: time.Now().Unix(), log: opts.Logger, access: map[string]access{}}
 	s.metrics = newMetrics(opts.Registry)
 	if c, ok := backend.(prometheus.Collector); ok {
 		opts.Registry.MustRegister(c)
@@ -99,32 +145,57 @@ func (s *Server) routes() *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
-	r.Use(s.recovery, s.requestID, s.accessLog, s.cors)
-	r.GET("/health", s.handleHealth)
-	r.GET("/ready", s.handleReady)
-	r.GET("/metrics", s.handleMetrics)
-	api := r.Group("", s.auth, s.limitBody)
-	api.GET("/v1/models", s.handleModels)
-	api.GET("/v1/models/:id", s.handleModel)
-	api.POST("/v1/chat/completions", s.admit, s.handleChat)
-	api.POST("/v1/completions", s.admit, s.handleCompletions)
-	api.POST("/v1/embeddings", s.handleEmbeddings)
-	api.POST("/tokenize", s.handleTokenize)
-	api.POST("/detokenize", s.handleDetokenize)
+	// Paths are matched exactly as sent (after percent-decoding): no
+	// redirects to a "fixed" path, no trailing-slash or extra-slash
+	// rewriting. A path that matches no route is a 404 in OpenAI's shape.
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
+	r.RemoveExtraSlash = false
+	r.Use(s.recovery, s.requestID, s.accessLog, s.edge, s.cors, s.authorize)
+	s.handle(r, http.MethodGet, "/health", accessPublic, s.handleHealth)
+	s.handle(r, http.MethodGet, "/ready", accessPublic, s.handleReady)
+	s.handle(r, http.MethodGet, "/metrics", accessMetrics, s.handleMetrics)
+	api := r.Group("", s.requireJSON, s.limitBody, s.deadline)
+	s.handle(api, http.MethodGet, "/v1/models", accessAPI, s.handleModels)
+	s.handle(api, http.MethodGet, "/v1/models/:id", accessAPI, s.handleModel)
+	s.handle(api, http.MethodPost, "/v1/chat/completions", accessAPI, s.admit, s.handleChat)
+	s.handle(api, http.MethodPost, "/v1/completions", accessAPI, s.admit, s.handleCompletions)
+	s.handle(api, http.MethodPost, "/v1/embeddings", accessAPI, s.handleEmbeddings)
+	s.handle(api, http.MethodPost, "/tokenize", accessAPI, s.handleTokenize)
+	s.handle(api, http.MethodPost, "/detokenize", accessAPI, s.handleDetokenize)
+	s.handle(api, http.MethodGet, "/admin/status", accessAdmin, s.handleAdminStatus)
 	r.NoRoute(func(c *gin.Context) {
-		s.fail(c, openai.NotFound("", "unknown_url", "unknown endpoint %s %s", c.Request.Method, c.Request.URL.Path))
+		s.fail(c, openai.NotFound("", "unknown_url", "unknown endpoint %s %s", c.Request.Method, clip(c.Request.URL.Path)))
 	})
 	r.NoMethod(func(c *gin.Context) {
-		s.fail(c, &openai.Error{Status: http.StatusMethodNotAllowed, Type: openai.TypeInvalidRequest, Message: "method " + c.Request.Method + " is not allowed on " + c.Request.URL.Path})
+		s.fail(c, &openai.Error{Status: http.StatusMethodNotAllowed, Type: openai.TypeInvalidRequest, Message: "method " + clip(c.Request.Method) + " is not allowed on " + clip(c.Request.URL.Path)})
 	})
 	return r
+}
+
+// httpServer is the http.Server Serve runs: header limits and timeouts
+// against slow or flooding clients, and each connection marked with
+// whether its listener is bound to a loopback address (the Host check).
+// No ReadTimeout: net/http cancels a request's context when a read
+// deadline passes, which would cut long streams.
+func (s *Server) httpServer(ctx context.Context, ln net.Listener) *http.Server {
+	loopback := isLoopback(ln.Addr())
+	return &http.Server{
+		Handler:           s.router,
+		MaxHeaderBytes:    s.opts.MaxHeaderBytes,
+		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
+		IdleTimeout:       s.opts.IdleTimeout,
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		ConnContext:       func(c context.Context, _ net.Conn) context.Context { return context.WithValue(c, boundKey{}, loopback) },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
 }
 
 // Serve serves on ln until ctx ends, then drains: new generation requests
 // get 503, running ones have ShutdownTimeout to finish, and after that the
 // connections are closed. It returns once everything has stopped.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	hs := &http.Server{Handler: s.router, ReadHeaderTimeout: 30 * time.Second, BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) }}
+	hs := s.httpServer(ctx, ln)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {

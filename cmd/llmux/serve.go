@@ -64,6 +64,10 @@ type serveFlags struct {
 	queueTimeout    *time.Duration
 	shutdownTimeout *time.Duration
 	apiKeys         *string
+	adminKeys       *string
+	metricsAuth     *bool
+	allowedHosts    *string
+	requestTimeout  *time.Duration
 	cors            *string
 	maxBody         *int64
 	maxTokens       *int
@@ -108,9 +112,13 @@ func newServeFlags() *serveFlags {
 	f.queueTimeout = fs.Duration("queue-timeout", time.Minute, "default deadline for a first token (429 when predicted to miss it)")
 	f.shutdownTimeout = fs.Duration("shutdown-timeout", 30*time.Second, "time running streams get to finish on SIGTERM")
 	f.apiKeys = fs.String("api-key", "", "comma-separated API keys required as 'Authorization: Bearer KEY' (empty: no auth)")
+	f.adminKeys = fs.String("admin-key", "", "comma-separated keys required as 'Authorization: Bearer KEY' on admin routes (/admin/...; empty: admin routes off)")
+	f.metricsAuth = fs.Bool("metrics-auth", false, "require an API or admin key on /metrics too")
+	f.allowedHosts = fs.String("allowed-hosts", "", "comma-separated Host names accepted besides localhost and loopback addresses when listening on a loopback address ('*' for any)")
+	f.requestTimeout = fs.Duration("request-timeout", 30*time.Minute, "longest a request may run, streams included (0: no bound)")
 	f.cors = fs.String("cors-origins", "", "comma-separated origins allowed by CORS ('*' for any; empty: CORS off)")
 	f.maxBody = fs.Int64("max-body-bytes", 8<<20, "largest request body")
-	f.maxTokens = fs.Int("max-tokens-limit", 32768, "largest max_tokens a request may ask for")
+	f.maxTokens = fs.Int("max-tokens-limit", 32768, "largest max_tokens a request may ask for, and what a request without max_tokens gets (less when the context fills first)")
 	f.maxN = fs.Int("max-n", 8, "largest n a request may ask for (also bounded by --parallel)")
 	f.logLevel = fs.String("log-level", "info", "debug, info, warn or error")
 	f.logFormat = fs.String("log-format", "text", "text or json")
@@ -236,7 +244,8 @@ func runServe(ctx context.Context, args []string) error {
 	limits := openai.DefaultLimits()
 	limits.MaxTokens, limits.MaxN = *f.maxTokens, *f.maxN
 	srv := server.New(be, server.Options{
-		APIKeys: splitComma(*f.apiKeys), CORSOrigins: splitComma(*f.cors),
+		APIKeys: splitComma(*f.apiKeys), AdminKeys: splitComma(*f.adminKeys), MetricsAuth: *f.metricsAuth,
+		AllowedHosts: splitComma(*f.allowedHosts), RequestTimeout: *f.requestTimeout, CORSOrigins: splitComma(*f.cors),
 		MaxBodyBytes: *f.maxBody, Limits: &limits, ShutdownTimeout: *f.shutdownTimeout, Version: version, Logger: logger,
 		Registry: registry,
 	})
