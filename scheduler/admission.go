@@ -36,7 +36,7 @@ func (s *Scheduler) Submit(ctx context.Context, r Request) (*Stream, error) {
 	// Admission by tokens and time: predict the wait from the prompt tokens
 	// queued ahead (less what the prefix cache is expected to supply) and
 	// the measured prefill rate.
-	cost := s.expectedPrefill(r.Prompt)
+	cost := s.expectedPrefill(r.Adapter, r.Prompt)
 	ahead := s.queuedTokens.Load()
 	if rate := s.prefillRate.Load(); rate > 0 {
 		wait := time.Duration(float64(ahead+cost) / rate * float64(time.Second))
@@ -80,13 +80,18 @@ const recentPrompts = 16
 
 // expectedPrefill predicts how many of prompt's tokens will need computing:
 // all of them, less a prefix of at least minSharedPrefix tokens shared with
-// a recently submitted prompt (the prefix cache will supply it). It is a
-// prediction for admission only; the cache itself decides at admission.
-func (s *Scheduler) expectedPrefill(prompt []int32) int64 {
+// a recently submitted prompt of the same adapter (the prefix cache will
+// supply it). It is a prediction for admission only; the cache itself
+// decides at admission.
+func (s *Scheduler) expectedPrefill(adapter string, prompt []int32) int64 {
 	s.recentMu.Lock()
 	defer s.recentMu.Unlock()
 	best := 0
-	for _, p := range s.recent {
+	for _, rp := range s.recent {
+		if rp.adapter != adapter {
+			continue
+		}
+		p := rp.tokens
 		n := 0
 		for n < len(p) && n < len(prompt)-1 && p[n] == prompt[n] {
 			n++
@@ -97,7 +102,7 @@ func (s *Scheduler) expectedPrefill(prompt []int32) int64 {
 		copy(s.recent, s.recent[1:])
 		s.recent = s.recent[:recentPrompts-1]
 	}
-	s.recent = append(s.recent, prompt)
+	s.recent = append(s.recent, recentPrompt{adapter, prompt})
 	if best < minSharedPrefix || !s.sharesPrefixes() {
 		best = 0
 	}
@@ -142,6 +147,11 @@ func (s *Scheduler) validate(r *Request) error {
 	for i, t := range r.Prompt {
 		if !s.vocab.ValidToken(t) {
 			return invalid("prompt", "prompt token %d at index %d is not in the vocabulary (0..%d)", t, i, s.vocab.VocabSize()-1)
+		}
+	}
+	if r.Adapter != "" {
+		if _, ok := s.adapterSpec(r.Adapter); !ok {
+			return invalid("model", "adapter %q is not known to this model", r.Adapter)
 		}
 	}
 	for _, st := range r.Stop {

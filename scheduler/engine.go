@@ -46,9 +46,13 @@ type backend struct {
 	engine     Engine
 	vocab      Vocab
 	newSampler func(engine.SamplingParams) (Sampler, error)
-	cells      int    // KV cells of the context
-	seqCells   int    // the most tokens one sequence can hold
-	close      func() // frees the engine context
+	// loadAdapter loads a LoRA adapter for the model; unloadAdapter (may
+	// be nil) frees one once the context is closed.
+	loadAdapter   func(path string) (*engine.Adapter, error)
+	unloadAdapter func(*engine.Adapter)
+	cells         int    // KV cells of the context
+	seqCells      int    // the most tokens one sequence can hold
+	close         func() // frees the engine context
 }
 
 // engineSampler is an engine.Sampler, which samples from an engine.Context

@@ -178,7 +178,8 @@ func startFake(t testing.TB, cells int, opts Options) (*Scheduler, *fakeEngine) 
 	}
 	s, err := newScheduler(backend{
 		engine: f, vocab: fakeVocab{f.vocab}, cells: cells, seqCells: seqCells,
-		newSampler: func(engine.SamplingParams) (Sampler, error) { return greedySampler{}, nil },
+		newSampler:  func(engine.SamplingParams) (Sampler, error) { return greedySampler{}, nil },
+		loadAdapter: fakeLoadAdapter,
 	}, o)
 	if err != nil {
 		t.Fatal(err)
@@ -187,6 +188,20 @@ func startFake(t testing.TB, cells int, opts Options) (*Scheduler, *fakeEngine) 
 	go s.Run(ctx)
 	t.Cleanup(func() { cancel(); s.Close() })
 	return s, f
+}
+
+// fakeAdapters are the fake engine's adapters by path, shared by all
+// schedulers of a test run, so an adapter computes the same under every
+// scheduler that loads it (the fake's logits hash the adapter's pointer).
+var fakeAdapters sync.Map
+
+// fakeLoadAdapter "loads" any path except one containing "broken".
+func fakeLoadAdapter(path string) (*engine.Adapter, error) {
+	if strings.Contains(path, "broken") {
+		return nil, fmt.Errorf("load adapter %s: not a LoRA adapter", path)
+	}
+	a, _ := fakeAdapters.LoadOrStore(path, &engine.Adapter{})
+	return a.(*engine.Adapter), nil
 }
 
 // fakePrompt is a prompt of n tokens in 2..40, different for each salt.
@@ -352,4 +367,145 @@ func TestFakeHandoff(t *testing.T) {
 			t.Fatalf("late reader got %+v", r)
 		}
 	})
+}
+
+func adapterOptions(names ...string) map[string]AdapterSpec {
+	out := map[string]AdapterSpec{}
+	for _, n := range names {
+		out[n] = AdapterSpec{Path: "/adapters/" + n + ".gguf"}
+	}
+	return out
+}
+
+// TestFakeAdaptersInterleaved: requests of four adapters and the base model
+// in one scheduler each get what they get alone; no sequence reads KV
+// computed under another adapter set; each step runs one adapter set, and
+// the context is switched only when the set changes.
+func TestFakeAdaptersInterleaved(t *testing.T) {
+	names := []string{"", "a", "b", "c", "d"}
+	var reqs []Request
+	for i := range 15 {
+		reqs = append(reqs, Request{Prompt: fakePrompt(5+(i*7)%30, i%4), MaxTokens: 25, IgnoreEOS: true, Adapter: names[i%len(names)]})
+	}
+	opts := Options{Parallel: 1, NoPrefixCache: true, Adapters: adapterOptions(names[1:]...)}
+	var want [][]int32
+	{
+		s, _ := startFake(t, 4096, opts)
+		for _, r := range reqs {
+			st, err := s.Submit(context.Background(), r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, collect(t, st).tokens[0])
+		}
+	}
+	s, f := startFake(t, 4096, Options{Parallel: 8, TokenBudget: 32, Chunk: 16, Adapters: adapterOptions(names[1:]...)})
+	for i, r := range submitAll(t, s, reqs) {
+		if !slices.Equal(r.tokens[0], want[i]) {
+			t.Errorf("request %d (adapter %q):\n got  %v\n want %v", i, reqs[i].Adapter, r.tokens[0], want[i])
+		}
+	}
+	st := settled(s)
+	decodes, setCalls, sets, mixed := f.stats()
+	if len(mixed) > 0 {
+		t.Fatalf("KV read across adapter sets: %v", mixed[:min(3, len(mixed))])
+	}
+	if int64(setCalls) != st.AdapterSwitches || st.AdapterSwitches == 0 {
+		t.Fatalf("%d SetAdapters calls, %d switches counted", setCalls, st.AdapterSwitches)
+	}
+	switches := 0
+	for i := 1; i < len(sets); i++ {
+		if sets[i] != sets[i-1] {
+			switches++
+		}
+	}
+	t.Logf("%d steps, %d adapter switches, %d SetAdapters calls", decodes, switches, setCalls)
+}
+
+// TestFakeSamePromptOtherAdapter: a prompt run under adapter A and then
+// under B gives B exactly what B gives alone: B reuses none of A's KV (the
+// prefix cache and the leader hold-back are namespaced by adapter set),
+// but reuses its own.
+func TestFakeSamePromptOtherAdapter(t *testing.T) {
+	prompt := fakePrompt(80, 3)
+	opts := Options{Parallel: 2, Adapters: adapterOptions("a", "b")}
+	alone, _ := startFake(t, 4096, opts)
+	st, _ := alone.Submit(context.Background(), Request{Prompt: prompt, MaxTokens: 20, IgnoreEOS: true, Adapter: "b"})
+	want := collect(t, st).tokens[0]
+
+	s, f := startFake(t, 4096, opts)
+	var got [][]int32
+	var cached []int
+	for _, a := range []string{"a", "b", "", "b"} {
+		st, err := s.Submit(context.Background(), Request{Prompt: prompt, MaxTokens: 20, IgnoreEOS: true, Adapter: a})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := collect(t, st)
+		got = append(got, r.tokens[0])
+		cached = append(cached, r.usage.CachedTokens)
+	}
+	if !slices.Equal(got[1], want) || !slices.Equal(got[3], want) {
+		t.Fatalf("b after a:\n got  %v and %v\n want %v", got[1], got[3], want)
+	}
+	if slices.Equal(got[0], want) || slices.Equal(got[2], want) {
+		t.Fatal("a, b and the base model agree: the fake does not tell adapters apart")
+	}
+	if cached[0] != 0 || cached[1] != 0 || cached[2] != 0 || cached[3] == 0 {
+		t.Fatalf("cached tokens %v: want none reused across adapters, and b's own reused", cached)
+	}
+	if _, _, _, mixed := f.stats(); len(mixed) > 0 {
+		t.Fatalf("KV read across adapter sets: %v", mixed)
+	}
+
+	// Simultaneous: b's request must not be held back behind a's (it
+	// could not use a's prefix), nor copy it.
+	s2, f2 := startFake(t, 4096, opts)
+	res := submitAll(t, s2, []Request{
+		{Prompt: prompt, MaxTokens: 20, IgnoreEOS: true, Adapter: "a"},
+		{Prompt: prompt, MaxTokens: 20, IgnoreEOS: true, Adapter: "b"},
+	})
+	if !slices.Equal(res[1].tokens[0], want) || res[1].usage.CachedTokens != 0 {
+		t.Fatalf("b beside a: got %v (%d cached), want %v", res[1].tokens[0], res[1].usage.CachedTokens, want)
+	}
+	if _, _, _, mixed := f2.stats(); len(mixed) > 0 {
+		t.Fatalf("KV read across adapter sets: %v", mixed)
+	}
+}
+
+// TestFakeAdapterErrors: an unknown adapter is refused at Submit, one
+// registered later is found through LookupAdapter, and one that fails to
+// load fails its request only.
+func TestFakeAdapterErrors(t *testing.T) {
+	lookup := func(name string) (AdapterSpec, bool) {
+		if name == "late" || name == "broken" {
+			return AdapterSpec{Path: "/adapters/" + name + ".gguf"}, true
+		}
+		return AdapterSpec{}, false
+	}
+	s, _ := startFake(t, 1024, Options{Adapters: adapterOptions("a"), LookupAdapter: lookup})
+	req := Request{Prompt: fakePrompt(10, 1), MaxTokens: 5, IgnoreEOS: true}
+	if _, err := s.Submit(context.Background(), Request{Prompt: req.Prompt, Adapter: "nope"}); !isInvalid(err, "model") {
+		t.Fatalf("unknown adapter: %v", err)
+	}
+	for _, name := range []string{"a", "late"} {
+		r := req
+		r.Adapter = name
+		st, err := s.Submit(context.Background(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := collect(t, st); len(got.tokens[0]) != 5 || len(got.errs) > 0 {
+			t.Fatalf("adapter %s: %+v", name, got)
+		}
+	}
+	r := req
+	r.Adapter = "broken"
+	st, err := s.Submit(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := collect(t, st); len(got.errs) == 0 || !strings.Contains(got.errs[0].Error(), "not a LoRA adapter") {
+		t.Fatalf("broken adapter: %+v", got)
+	}
 }

@@ -25,12 +25,14 @@ type request struct {
 	scheduled  time.Time
 	firstToken time.Time
 	usage      Usage
+	group      int // adapter group (0: the base model)
 }
 
 // seq is one choice of a request.
 type seq struct {
 	id        int
 	req       *request
+	group     int // the request's adapter group: its KV namespace and its steps
 	index     int
 	tokens    []int32 // prompt, then generated tokens
 	computed  int     // tokens in the KV cache
@@ -94,15 +96,20 @@ func (s *Scheduler) drainSubmit() {
 func (s *Scheduler) add(r *request) {
 	s.arrivals++
 	r.arrival = s.arrivals
+	g, err := s.group(r.Adapter)
+	r.group = g
 	q := s.newSeq(r, 0, append([]int32(nil), r.Prompt...))
 	r.seqs = []*seq{q}
 	s.reqs[r] = struct{}{}
 	s.counters.PromptTokens += int64(len(r.Prompt))
+	if err != nil {
+		s.fail(r, FinishError, err)
+	}
 }
 
 func (s *Scheduler) newSeq(r *request, index int, tokens []int32) *seq {
 	s.nextID++
-	q := &seq{id: s.nextID, req: r, index: index, tokens: tokens, sampler: r.samplers[index], row: -1}
+	q := &seq{id: s.nextID, req: r, group: r.group, index: index, tokens: tokens, sampler: r.samplers[index], row: -1}
 	q.stop.stops = r.Stop
 	s.seqs[q.id] = q
 	return q

@@ -81,8 +81,16 @@ type Options struct {
 	// engine evaluation holds it, so on a CPU several loaded models take
 	// turns at whole steps instead of running their thread pools against
 	// each other on the same cores.
-	Steps  *StepGate
-	Logger *slog.Logger
+	Steps *StepGate
+	// Adapters are the LoRA adapters requests may name (Request.Adapter),
+	// by name. Each is loaded on first use, once. LookupAdapter, when set,
+	// finds adapters not in the map (registered after the scheduler
+	// started). A scheduler with either serves adapters: its context runs
+	// with graph reuse off (llama.cpp would reuse a graph built for another
+	// adapter set); a scheduler with neither keeps graph reuse.
+	Adapters      map[string]AdapterSpec
+	LookupAdapter func(name string) (AdapterSpec, bool)
+	Logger        *slog.Logger
 }
 
 // StepGate lets one engine step run at a time across the schedulers that
@@ -163,8 +171,8 @@ type Scheduler struct {
 	prefillRate  atomicFloat  // prompt tokens per second, EWMA
 	statsMu      sync.Mutex   // guards stats
 	stats        Stats
-	recentMu     sync.Mutex // guards recent
-	recent       [][]int32  // the last prompts submitted, for predicting prefix reuse
+	recentMu     sync.Mutex     // guards recent
+	recent       []recentPrompt // the last prompts submitted, for predicting prefix reuse
 
 	// Owned by the Run goroutine.
 	be       backend
@@ -178,6 +186,14 @@ type Scheduler struct {
 	counters Stats
 	touched  map[*Stream]struct{} // streams that got events this step
 	handoffT *time.Timer
+	// Adapter groups: group 0 is the base model; each loaded adapter has
+	// a group of its own, which is also its KV namespace.
+	adapters  map[string]*adapterGroup
+	groupSets map[int][]engine.AdapterRef
+	nextGroup int
+	curGroup  int            // the group whose adapter set the context has
+	groupLast map[int]uint64 // groups with work: the step each last ran (or got work)
+	groupSeen map[int]bool   // scratch for trackGroups
 }
 
 // Stats describe the scheduler at its last step.
@@ -191,6 +207,7 @@ type Stats struct {
 	Rejected         int64         `json:"rejected"`
 	Cancelled        int64         `json:"cancelled"`
 	HandoffTimeouts  int64         `json:"handoff_timeouts"` // steps that stopped waiting for a consumer
+	AdapterSwitches  int64         `json:"adapter_switches"` // steps that changed the context's adapter set
 	PrefillTokensSec float64       `json:"prefill_tokens_per_second"`
 	KV               kvcache.Stats `json:"kv"`
 }
@@ -205,6 +222,7 @@ func New(m *engine.Model, opts Options) (*Scheduler, error) {
 	ctx, err := m.NewContext(engine.ContextOptions{
 		Cells: o.Cells, Sequences: o.Parallel + o.CacheSlots, Batch: o.TokenBudget, Threads: o.Threads,
 		FlashAttention: o.FlashAttention, KVType: o.KVType, PerSequenceKV: o.KVLayout == KVPerSlot,
+		LoRA: o.adaptersEnabled(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("scheduler: %w", err)
@@ -218,7 +236,9 @@ func New(m *engine.Model, opts Options) (*Scheduler, error) {
 			}
 			return engineSampler{sm}, nil
 		},
-		close: ctx.Close,
+		loadAdapter:   m.LoadAdapter,
+		unloadAdapter: (*engine.Adapter).Unload,
+		close:         ctx.Close,
 	}, o)
 	if err != nil {
 		ctx.Close()
@@ -252,12 +272,16 @@ func newScheduler(be backend, o Options) (*Scheduler, error) {
 	}
 	return &Scheduler{
 		vocab: be.vocab, opts: o, be: be, ctx: be.engine, batch: b, cache: cache, seqCells: be.seqCells,
-		submit:  make(chan *request, o.MaxQueue),
-		wake:    make(chan struct{}, 1),
-		done:    make(chan struct{}),
-		seqs:    map[int]*seq{},
-		reqs:    map[*request]struct{}{},
-		touched: map[*Stream]struct{}{},
+		submit:    make(chan *request, o.MaxQueue),
+		wake:      make(chan struct{}, 1),
+		done:      make(chan struct{}),
+		seqs:      map[int]*seq{},
+		reqs:      map[*request]struct{}{},
+		touched:   map[*Stream]struct{}{},
+		adapters:  map[string]*adapterGroup{},
+		groupSets: map[int][]engine.AdapterRef{},
+		groupLast: map[int]uint64{},
+		groupSeen: map[int]bool{},
 	}, nil
 }
 
@@ -277,6 +301,13 @@ func (s *Scheduler) Close() {
 	s.batch.Close()
 	if s.be.close != nil {
 		s.be.close()
+	}
+	if s.be.unloadAdapter != nil {
+		for _, g := range s.adapters {
+			for _, r := range g.set {
+				s.be.unloadAdapter(r.Adapter)
+			}
+		}
 	}
 }
 
@@ -311,6 +342,12 @@ func (s *Scheduler) publish() {
 	st.Rejected = s.stats.Rejected
 	s.stats = st
 	s.statsMu.Unlock()
+}
+
+// recentPrompt is a submitted prompt and its adapter.
+type recentPrompt struct {
+	adapter string
+	tokens  []int32
 }
 
 // atomicFloat is a float64 updated by one goroutine and read by many.

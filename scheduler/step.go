@@ -21,6 +21,9 @@ const minSharedPrefix = 32
 // w copies it from the prefix cache instead.
 func followsLeader(w *seq, leaders []*seq) bool {
 	for _, q := range leaders {
+		if q.group != w.group {
+			continue // KV of another adapter set is of no use to w
+		}
 		// Only whether the common prefix reaches past both minSharedPrefix
 		// and what q has computed matters, so the comparison stops there:
 		// against waiting leaders it reads at most minSharedPrefix tokens.
@@ -84,7 +87,7 @@ func (s *Scheduler) views(now time.Time) ([]SeqView, int) {
 		}
 		views = append(views, SeqView{
 			ID: q.id, Priority: q.req.Priority, Arrival: q.req.arrival, Waited: now.Sub(q.req.arrived),
-			Running: q.lease != nil, Pending: q.pending(), Slots: slots,
+			Running: q.lease != nil, Pending: q.pending(), Slots: slots, Group: q.group,
 		})
 	}
 	return views, used
@@ -96,9 +99,12 @@ func (s *Scheduler) step() {
 	var plan Plan
 	for {
 		views, used := s.views(now)
+		step := uint64(s.counters.Steps) + 1
+		s.trackGroups(views, step)
 		plan = Schedule(views, Limits{
 			TokenBudget: s.opts.TokenBudget, Chunk: s.opts.Chunk, AgingAfter: s.opts.AgingAfter,
 			FreeSlots: s.opts.Parallel - used, FreeCells: s.freeCells(),
+			Step: step, LastRun: s.groupLast,
 		})
 		if !plan.HasPreempt {
 			break
@@ -127,7 +133,7 @@ func (s *Scheduler) step() {
 	for _, it := range plan.Items {
 		q := s.seqs[it.ID]
 		if it.Admit {
-			lease, err := s.cache.Acquire(q.tokens)
+			lease, err := s.cache.AcquireIn(q.group, q.tokens)
 			if err != nil {
 				// The planner counted the slots; this is a bug, but one that
 				// must not take the server down.
@@ -166,6 +172,13 @@ func (s *Scheduler) step() {
 			}
 		}
 	}
+	if err := s.useGroup(plan.Group); err != nil {
+		s.opts.Logger.Error("scheduler: set adapters failed", "err", err)
+		for _, w := range items {
+			s.fail(w.q.req, FinishError, fmt.Errorf("engine could not apply the adapter: %w", err))
+		}
+		return
+	}
 	if g := s.opts.Steps; g != nil {
 		g.acquire()
 	}
@@ -191,6 +204,7 @@ func (s *Scheduler) step() {
 		return
 	}
 	s.counters.Steps++
+	s.groupLast[plan.Group] = uint64(s.counters.Steps)
 	prompt := 0
 	for _, w := range items {
 		w.q.lease.Append(w.q.tokens[w.from : w.from+w.n]...)
