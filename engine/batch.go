@@ -65,6 +65,15 @@ func (b *Batch) Add(token int32, pos int, logits bool, seqs ...int) int {
 	return i
 }
 
+// Row reads back row i: its token, position, first sequence and whether it
+// asks for logits (for fakes of Context that check what they are given).
+func (b *Batch) Row(i int) (token int32, pos, seq int, logits bool) {
+	if i < 0 || i >= b.n {
+		panic("engine: batch row out of range")
+	}
+	return int32(b.token[i]), int(b.pos[i]), int(unsafe.Slice(b.seq[i], b.maxSeq)[0]), b.logits[i] != 0
+}
+
 // Len is the number of tokens in the batch.
 func (b *Batch) Len() int { return b.n }
 

@@ -19,6 +19,11 @@
 // finished prompt then stays in its slot, and a later request with the same
 // prefix takes that slot over; forks copy the whole stream.
 //
+// KV cells are namespaced: a sequence acquires its slot in a namespace (the
+// scheduler's LoRA adapter set), and a prefix is reused only from slots of
+// the same namespace, since KV computed under one adapter set is not the KV
+// of another. Each namespace has a tree of its own.
+//
 // Cache is not safe for concurrent use: the scheduler goroutine owns it.
 package kvcache
 
@@ -79,6 +84,7 @@ const (
 
 type slot struct {
 	state slotState
+	ns    int     // the namespace of the cells it holds
 	path  []*node // root-to-leaf nodes holding this slot's cells, in order
 	len   int     // tokens held = sum of path node lengths
 	used  uint64  // LRU tick of the last release
@@ -96,7 +102,7 @@ type node struct {
 type Cache struct {
 	kv    KV
 	opts  Options
-	root  *node
+	roots map[int]*node // one tree per namespace
 	slots []slot
 	used  int // cells in use
 	tick  uint64
@@ -111,7 +117,7 @@ func New(kv KV, opts Options) (*Cache, error) {
 	if opts.MaxCachedCells <= 0 {
 		opts.MaxCachedCells = max(1, opts.Cells/4)
 	}
-	return &Cache{kv: kv, opts: opts, root: &node{holders: map[int]struct{}{}}, slots: make([]slot, opts.Slots)}, nil
+	return &Cache{kv: kv, opts: opts, roots: map[int]*node{}, slots: make([]slot, opts.Slots)}, nil
 }
 
 // Lease is a slot acquired for one sequence. Reused tokens of its prompt
@@ -124,11 +130,26 @@ type Lease struct {
 	released bool
 }
 
-// Acquire takes a slot for a sequence whose prompt is tokens. It reuses the
-// longest cached prefix it can, always leaving at least the last prompt
-// token to be evaluated (its logits are needed). It evicts cached entries to
-// find a slot, but never takes a slot from a running sequence.
-func (c *Cache) Acquire(tokens []int32) (*Lease, error) {
+// Acquire takes a slot for a sequence whose prompt is tokens, in namespace
+// 0 (AcquireIn).
+func (c *Cache) Acquire(tokens []int32) (*Lease, error) { return c.AcquireIn(0, tokens) }
+
+// root is namespace ns's tree.
+func (c *Cache) root(ns int) *node {
+	r, ok := c.roots[ns]
+	if !ok {
+		r = &node{holders: map[int]struct{}{}}
+		c.roots[ns] = r
+	}
+	return r
+}
+
+// AcquireIn takes a slot in namespace ns for a sequence whose prompt is
+// tokens. It reuses the longest prefix cached in ns it can, always leaving
+// at least the last prompt token to be evaluated (its logits are needed).
+// It evicts cached entries to find a slot, but never takes a slot from a
+// running sequence.
+func (c *Cache) AcquireIn(ns int, tokens []int32) (*Lease, error) {
 	c.stats.Lookups++
 	want := len(tokens) - 1 // keep the last token to re-evaluate
 	if c.opts.NoPrefixReuse {
@@ -140,7 +161,7 @@ func (c *Cache) Acquire(tokens []int32) (*Lease, error) {
 	bestOwn, bestOwnLen := -1, 0
 	for i := range c.slots {
 		s := &c.slots[i]
-		if s.state != slotCached {
+		if s.state != slotCached || s.ns != ns {
 			continue
 		}
 		if n := min(c.commonPrefix(i, tokens), want); n > bestOwnLen || bestOwn < 0 {
@@ -149,7 +170,7 @@ func (c *Cache) Acquire(tokens []int32) (*Lease, error) {
 	}
 	src, srcLen := -1, 0
 	if !c.opts.PerSlot { // separate streams share nothing
-		src, srcLen = c.longestHolder(tokens, want)
+		src, srcLen = c.longestHolder(ns, tokens, want)
 	}
 	if bestOwn >= 0 && bestOwnLen >= srcLen && bestOwnLen > 0 {
 		// Take the cached slot over, keeping its prefix.
@@ -163,6 +184,7 @@ func (c *Cache) Acquire(tokens []int32) (*Lease, error) {
 		return nil, ErrNoSlot
 	}
 	c.slots[dst].state = slotActive
+	c.slots[dst].ns = ns
 	if srcLen > 0 && c.slots[src].len >= srcLen {
 		c.attach(dst, src, srcLen)
 		c.hit(srcLen)
@@ -229,17 +251,19 @@ func (c *Cache) Free() int { return c.opts.Cells - c.used }
 // they were all evicted (cells shared with running sequences excluded).
 func (c *Cache) Reclaimable() int {
 	n := 0
-	c.walk(c.root, func(nd *node) {
-		if nd == c.root {
-			return
-		}
-		for h := range nd.holders {
-			if c.slots[h].state == slotActive {
+	for _, root := range c.roots {
+		c.walk(root, func(nd *node) {
+			if nd == root {
 				return
 			}
-		}
-		n += len(nd.tokens)
-	})
+			for h := range nd.holders {
+				if c.slots[h].state == slotActive {
+					return
+				}
+			}
+			n += len(nd.tokens)
+		})
+	}
 	return n
 }
 
@@ -279,6 +303,7 @@ func (l *Lease) Fork(n int) (*Lease, error) {
 		return nil, ErrNoSlot
 	}
 	c.slots[dst].state = slotActive
+	c.slots[dst].ns = c.slots[l.Slot].ns
 	n = min(n, c.slots[l.Slot].len)
 	if c.opts.PerSlot {
 		// Streams copy whole; then drop what lies past the prefix.
@@ -348,9 +373,10 @@ func (c *Cache) commonPrefix(i int, tokens []int32) int {
 	return n
 }
 
-// longestHolder walks the tree along tokens (at most limit of them) and
-// returns a slot holding the longest matching prefix and its length.
-func (c *Cache) longestHolder(tokens []int32, limit int) (int, int) {
+// longestHolder walks namespace ns's tree along tokens (at most limit of
+// them) and returns a slot holding the longest matching prefix and its
+// length.
+func (c *Cache) longestHolder(ns int, tokens []int32, limit int) (int, int) {
 	best, bestLen := -1, 0
 	var visit func(nd *node, depth int)
 	visit = func(nd *node, depth int) {
@@ -374,7 +400,7 @@ func (c *Cache) longestHolder(tokens []int32, limit int) (int, int) {
 		}
 	}
 	if limit > 0 {
-		visit(c.root, 0)
+		visit(c.root(ns), 0)
 	}
 	return best, bestLen
 }
@@ -437,7 +463,7 @@ func (c *Cache) appendTokens(i int, tokens []int32) {
 	if last != nil && len(last.holders) == 1 && len(last.children) == 0 {
 		last.tokens = append(last.tokens, tokens...)
 	} else {
-		parent := c.root
+		parent := c.root(s.ns)
 		if last != nil {
 			parent = last
 		}

@@ -23,6 +23,7 @@ type fakeKV struct {
 type fakeCell struct {
 	pos  int
 	tok  int32
+	ns   int // the namespace (adapter set) it was computed under
 	seqs map[int]bool
 }
 
@@ -49,7 +50,7 @@ func (f *fakeKV) SeqCopy(src, dst, p0, p1 int) {
 		for _, c := range maps.Clone(f.cells) {
 			if c.seqs[src] {
 				f.next++
-				f.cells[f.next] = &fakeCell{pos: c.pos, tok: c.tok, seqs: map[int]bool{dst: true}}
+				f.cells[f.next] = &fakeCell{pos: c.pos, tok: c.tok, ns: c.ns, seqs: map[int]bool{dst: true}}
 			}
 		}
 		return
@@ -62,11 +63,25 @@ func (f *fakeKV) SeqCopy(src, dst, p0, p1 int) {
 }
 
 // decode stores tokens for seq at positions from..., as llama_decode does.
-func (f *fakeKV) decode(seq, from int, toks []int32) {
+func (f *fakeKV) decode(seq, from int, toks []int32) { f.decodeIn(0, seq, from, toks) }
+
+// decodeIn is decode under namespace ns (an adapter set).
+func (f *fakeKV) decodeIn(ns, seq, from int, toks []int32) {
 	for i, t := range toks {
 		f.next++
-		f.cells[f.next] = &fakeCell{pos: from + i, tok: t, seqs: map[int]bool{seq: true}}
+		f.cells[f.next] = &fakeCell{pos: from + i, tok: t, ns: ns, seqs: map[int]bool{seq: true}}
 	}
+}
+
+// namespacesOf is the set of namespaces of seq's cells.
+func (f *fakeKV) namespacesOf(seq int) map[int]bool {
+	out := map[int]bool{}
+	for _, c := range f.cells {
+		if c.seqs[seq] {
+			out[c.ns] = true
+		}
+	}
+	return out
 }
 
 // tokensOf returns seq's tokens by position, failing on gaps.
@@ -118,6 +133,9 @@ func check(t *testing.T, c *Cache, f *fakeKV) {
 	for i := range c.slots {
 		if got := len(f.tokensOf(t, i)); got != c.slots[i].len {
 			t.Fatalf("slot %d: cache says %d tokens, engine holds %d", i, c.slots[i].len, got)
+		}
+		if ns := f.namespacesOf(i); len(ns) > 1 || (len(ns) == 1 && !ns[c.slots[i].ns]) {
+			t.Fatalf("slot %d of namespace %d holds cells computed under namespaces %v", i, c.slots[i].ns, ns)
 		}
 	}
 }
@@ -273,6 +291,7 @@ func randomOperations(t *testing.T, perSlot bool) {
 	c, _ := New(f, Options{Slots: 6, Cells: 100000, PerSlot: perSlot})
 	prefixes := [][]int32{seqTokens(40, 100), seqTokens(15, 300), seqTokens(70, 100)}
 	var live []*Lease
+	nsOf := map[*Lease]int{} // each lease's namespace: KV of one is never reused in another
 	for step := 0; step < 3000; step++ {
 		switch op := rng.IntN(10); {
 		case op < 4:
@@ -281,7 +300,8 @@ func randomOperations(t *testing.T, perSlot bool) {
 			if len(p) == 0 {
 				continue
 			}
-			l, err := c.Acquire(p)
+			ns := rng.IntN(3)
+			l, err := c.AcquireIn(ns, p)
 			if err == ErrNoSlot {
 				continue
 			}
@@ -291,12 +311,17 @@ func randomOperations(t *testing.T, perSlot bool) {
 			if got := f.tokensOf(t, l.Slot); !slices.Equal(got, p[:l.Reused]) {
 				t.Fatalf("step %d: reused cells %v do not match prompt %v", step, got, p[:l.Reused])
 			}
-			run(f, l, p)
+			if got := f.namespacesOf(l.Slot); l.Reused > 0 && (len(got) != 1 || !got[ns]) {
+				t.Fatalf("step %d: a lease in namespace %d reused cells of namespaces %v", step, ns, got)
+			}
+			nsOf[l] = ns
+			f.decodeIn(ns, l.Slot, l.Len(), p[l.Len():])
+			l.Append(p[l.Len():]...)
 			live = append(live, l)
 		case op < 6 && len(live) > 0:
 			l := live[rng.IntN(len(live))]
 			toks := seqTokens(1+rng.IntN(5), int32(rng.IntN(1000)))
-			f.decode(l.Slot, l.Len(), toks)
+			f.decodeIn(nsOf[l], l.Slot, l.Len(), toks)
 			l.Append(toks...)
 		case op < 7 && len(live) > 0:
 			l := live[rng.IntN(len(live))]
@@ -304,6 +329,7 @@ func randomOperations(t *testing.T, perSlot bool) {
 		case op < 8 && len(live) > 0:
 			l := live[rng.IntN(len(live))]
 			if k, err := l.Fork(rng.IntN(l.Len() + 1)); err == nil {
+				nsOf[k] = nsOf[l]
 				live = append(live, k)
 			}
 		case len(live) > 0:
@@ -376,5 +402,42 @@ func TestPerSlot(t *testing.T) {
 	}
 	if !c.EvictFor(1 << 20) {
 		t.Fatal("EvictFor failed with no shared pool to run out of")
+	}
+}
+
+// TestNamespacesShareNothing: a prompt cached under one namespace (adapter
+// set) is not reused under another, running or cached; under its own it is.
+func TestNamespacesShareNothing(t *testing.T) {
+	f := newFakeKV()
+	c, _ := New(f, Options{Slots: 4, Cells: 1000})
+	p := seqTokens(50, 1)
+	la, _ := c.AcquireIn(1, p)
+	f.decodeIn(1, la.Slot, 0, p)
+	la.Append(p...)
+	lb, _ := c.AcquireIn(2, p) // la is running
+	if lb.Reused != 0 {
+		t.Fatalf("namespace 2 reused %d tokens of namespace 1's running sequence", lb.Reused)
+	}
+	f.decodeIn(2, lb.Slot, 0, p)
+	lb.Append(p...)
+	la.Release(true)
+	lb.Release(true)
+	for _, ns := range []int{0, 3} {
+		l, _ := c.AcquireIn(ns, p)
+		if l.Reused != 0 {
+			t.Fatalf("namespace %d reused %d cached tokens of other namespaces", ns, l.Reused)
+		}
+		l.Release(false)
+	}
+	for _, ns := range []int{1, 2} {
+		l, _ := c.AcquireIn(ns, p)
+		if l.Reused != len(p)-1 {
+			t.Fatalf("namespace %d reused %d of its own cached tokens, want %d", ns, l.Reused, len(p)-1)
+		}
+		if got := f.namespacesOf(l.Slot); len(got) != 1 || !got[ns] {
+			t.Fatalf("namespace %d's lease holds cells of %v", ns, got)
+		}
+		l.Release(true)
+		check(t, c, f)
 	}
 }

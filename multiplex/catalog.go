@@ -595,6 +595,18 @@ func (c *Catalog) Entries() []Entry {
 	return out
 }
 
+// Adapter returns the adapter entry called name (its own name, exactly).
+func (c *Catalog) Adapter(name string) (Entry, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	e, ok := c.entries[name]
+	return e, ok && e.Kind == KindAdapter
+}
+
+// RuntimeAdapters tells whether adapters may be registered at run time
+// (CatalogOptions.AdapterDirs is set).
+func (c *Catalog) RuntimeAdapters() bool { return len(c.adapterDirs) > 0 }
+
 // Base returns the base model reachable exactly by name or alias.
 func (c *Catalog) Base(name string) (Entry, bool) {
 	c.mu.RLock()

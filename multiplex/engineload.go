@@ -18,6 +18,10 @@ type EngineLoader struct {
 	Defaults  scheduler.Options
 	GPULayers int
 	Logger    *slog.Logger
+	// Catalog, when set, gives each base model's scheduler the base's LoRA
+	// adapters: those in the catalog when it loads, and those registered
+	// later (AddAdapter), found by name on first use.
+	Catalog *Catalog
 
 	mu    sync.Mutex // guards infos
 	infos map[string]*models.Info
@@ -36,6 +40,36 @@ func (d *EngineLoader) options(e Entry) scheduler.Options {
 	}
 	if e.Config.KVLayout != "" {
 		o.KVLayout = e.Config.KVLayout
+	}
+	return o
+}
+
+// adapterOptions gives a base's scheduler its adapters from the catalog.
+// A base gets them when it has adapters at load, or when the catalog can
+// register adapters at run time; otherwise its scheduler has none and
+// keeps llama.cpp's graph reuse (a context that may switch adapters runs
+// without it).
+func (d *EngineLoader) adapterOptions(e Entry, o scheduler.Options) scheduler.Options {
+	c := d.Catalog
+	if c == nil {
+		return o
+	}
+	specs := map[string]scheduler.AdapterSpec{}
+	for _, a := range c.Entries() {
+		if a.Kind == KindAdapter && a.Base == e.Name {
+			specs[a.Name] = scheduler.AdapterSpec{Path: a.Path, Scale: a.Scale}
+		}
+	}
+	if len(specs) == 0 && !c.RuntimeAdapters() {
+		return o
+	}
+	o.Adapters = specs
+	o.LookupAdapter = func(name string) (scheduler.AdapterSpec, bool) {
+		a, ok := c.Adapter(name)
+		if !ok || a.Base != e.Name {
+			return scheduler.AdapterSpec{}, false
+		}
+		return scheduler.AdapterSpec{Path: a.Path, Scale: a.Scale}, true
 	}
 	return o
 }
@@ -95,7 +129,7 @@ func (d *EngineLoader) Load(ctx context.Context, e Entry) (*Loaded, error) {
 		m.Close()
 		return nil, ctx.Err()
 	}
-	sched, err := scheduler.New(m, d.options(e))
+	sched, err := scheduler.New(m, d.adapterOptions(e, d.options(e)))
 	if err != nil {
 		m.Close()
 		return nil, err

@@ -162,11 +162,21 @@ func (p *Pool) Runners() map[string]*Runner {
 	return out
 }
 
-// target is what a name resolves to: an added runner, or a catalog base.
+// target is what a name resolves to: an added runner, or a catalog base
+// and, for an adapter name, the adapter to apply.
 type target struct {
-	static *Runner
-	base   Entry
-	id     string
+	static  *Runner
+	base    Entry
+	adapter *Entry
+	id      string
+}
+
+// adapterName is the adapter the scheduler applies ("" for the base).
+func (t target) adapterName() string {
+	if t.adapter == nil {
+		return ""
+	}
+	return t.adapter.Name
 }
 
 func (p *Pool) resolve(model string) (target, *llm.Error) {
@@ -185,10 +195,7 @@ func (p *Pool) resolve(model string) (target, *llm.Error) {
 	if p.opts.Catalog != nil {
 		base, adapter, err := p.opts.Catalog.Resolve(model)
 		if err == nil {
-			if adapter != nil {
-				return target{}, llm.Errorf(llm.CodeInvalid, "model", "%q is a LoRA adapter of %q; this build does not serve adapters yet", adapter.Name, base.Name)
-			}
-			return target{base: base, id: model}, nil
+			return target{base: base, adapter: adapter, id: model}, nil
 		}
 	}
 	return target{}, p.notFound(model)
@@ -217,13 +224,20 @@ func (p *Pool) Info(_ context.Context, model string) (llm.ModelInfo, *llm.Error)
 	r := p.live[t.base.Name]
 	p.mu.RUnlock()
 	if r != nil {
-		return r.Info(t.id), nil
+		mi := r.Info(t.id)
+		if t.adapter != nil {
+			mi.Parent = t.base.Name
+		}
+		return mi, nil
 	}
 	mi, err := p.coldInfo(t.base)
 	if err != nil {
 		return llm.ModelInfo{}, llm.Errorf(llm.CodeLoadFailed, "model", "the model %q cannot be served: %s", t.id, redactPaths(err.Error()))
 	}
 	mi.ID = t.id
+	if t.adapter != nil {
+		mi.Parent = t.base.Name
+	}
 	return mi, nil
 }
 
@@ -263,21 +277,32 @@ func (p *Pool) Models(context.Context) []llm.ModelInfo {
 		return out
 	}
 	loading := p.loadingNames()
+	bases := map[string]llm.ModelInfo{}
 	for _, e := range p.opts.Catalog.Entries() {
-		if e.Kind != KindBase {
+		if e.Kind == KindAdapter {
+			// An adapter is served by its base: listed with the base's
+			// state and limits, and its Parent.
+			mi, ok := bases[e.Base]
+			if !ok {
+				continue
+			}
+			mi.ID, mi.Parent = e.Name, e.Base
+			out = append(out, mi)
 			continue
 		}
+		var mi llm.ModelInfo
 		switch {
 		case live[e.Name] != nil:
-			out = append(out, live[e.Name].Info(e.Name))
+			mi = live[e.Name].Info(e.Name)
 		default:
-			mi, _ := p.coldInfo(e)
+			mi, _ = p.coldInfo(e)
 			mi.ID, mi.State = e.Name, llm.StateAvailable
 			if loading[e.Name] {
 				mi.State = llm.StateLoading
 			}
-			out = append(out, mi)
 		}
+		bases[e.Name] = mi
+		out = append(out, mi)
 	}
 	return out
 }
@@ -309,7 +334,7 @@ func (p *Pool) Generate(ctx context.Context, req *llm.Request) (llm.Stream, *llm
 	if e != nil {
 		return nil, e
 	}
-	st, e := r.generate(ctx, req, "")
+	st, e := r.generate(ctx, req, t.adapterName())
 	if e != nil {
 		release()
 		return nil, e

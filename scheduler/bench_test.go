@@ -14,6 +14,7 @@ import (
 
 	"github.com/llmux/llmux/benchmarks"
 	"github.com/llmux/llmux/engine"
+	"github.com/llmux/llmux/models"
 	"github.com/llmux/llmux/models/modeltest"
 )
 
@@ -22,6 +23,7 @@ var (
 	benchStreams = flag.String("sched.streams", "1,4,16,64", "concurrent streams for BenchmarkStreams")
 	benchKV      = flag.String("sched.kv", "unified", "KV layout for BenchmarkStreams: unified or per-slot")
 	benchHandoff = flag.Duration("sched.handoff", 0, "Options.Handoff for BenchmarkStreams (0: the default, negative: off)")
+	benchLoRA    = flag.Bool("sched.lora", false, "BenchmarkStreams: configure a LoRA adapter (the base model still serves every stream), so the context runs as adapter schedulers do: graph reuse off")
 )
 
 func benchLoad(b *testing.B) *engine.Model {
@@ -69,7 +71,11 @@ func BenchmarkStreams(b *testing.B) {
 }
 
 func streamsOnce(b *testing.B, m *engine.Model, n int) float64 {
-	s, err := New(m, Options{Parallel: n, CacheSlots: -1, Cells: n*(128+129) + 256, NoPrefixCache: true, Handoff: *benchHandoff, KVLayout: *benchKV})
+	o := Options{Parallel: n, CacheSlots: -1, Cells: n*(128+129) + 256, NoPrefixCache: true, Handoff: *benchHandoff, KVLayout: *benchKV}
+	if *benchLoRA {
+		o.Adapters = map[string]AdapterSpec{"a": {Path: modeltest.LoRA(b, modeltest.Preset(b, *benchModel), models.LoRAConfig{Seed: 1})}}
+	}
+	s, err := New(m, o)
 	if err != nil {
 		b.Fatal(err)
 	}

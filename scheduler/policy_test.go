@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 )
@@ -184,4 +185,135 @@ func TestFollowsLeader(t *testing.T) {
 			t.Errorf("%s: got %v, want %v", c.name, got, c.want)
 		}
 	}
+}
+
+func TestScheduleGroups(t *testing.T) {
+	lim := Limits{TokenBudget: 16, Chunk: 8, FreeSlots: 4, FreeCells: 1000, AgingAfter: time.Minute, Step: 10}
+	withLast := func(l Limits, last map[int]uint64) Limits { l.LastRun = last; return l }
+	cases := []struct {
+		name string
+		seqs []SeqView
+		lim  Limits
+		want Plan
+	}{
+		{
+			name: "one group per step; its prompt chunks ride with its decodes",
+			seqs: []SeqView{
+				{ID: 1, Running: true, Pending: 1, Arrival: 1, Group: 0},
+				{ID: 2, Running: true, Pending: 1, Arrival: 2, Group: 7},
+				{ID: 3, Running: true, Pending: 1, Arrival: 3, Group: 7},
+				{ID: 4, Pending: 5, Arrival: 4, Slots: 1, Group: 7},
+				{ID: 5, Pending: 5, Arrival: 5, Slots: 1, Group: 0},
+			},
+			lim:  lim,
+			want: Plan{Group: 7, Items: []Item{{ID: 2, Tokens: 1}, {ID: 3, Tokens: 1}, {ID: 4, Tokens: 5, Admit: true}}},
+		},
+		{
+			name: "the base model's group is group 0, like any other",
+			seqs: []SeqView{
+				{ID: 1, Running: true, Pending: 1, Arrival: 1, Group: 0},
+				{ID: 2, Running: true, Pending: 1, Arrival: 2, Group: 0},
+				{ID: 3, Running: true, Pending: 1, Arrival: 3, Group: 2},
+			},
+			lim:  lim,
+			want: Plan{Group: 0, Items: []Item{{ID: 1, Tokens: 1}, {ID: 2, Tokens: 1}}},
+		},
+		{
+			name: "priority beats size",
+			seqs: []SeqView{
+				{ID: 1, Running: true, Pending: 1, Arrival: 1, Group: 0},
+				{ID: 2, Running: true, Pending: 1, Arrival: 2, Group: 0},
+				{ID: 3, Running: true, Pending: 1, Arrival: 3, Group: 2, Priority: -1},
+			},
+			lim:  lim,
+			want: Plan{Group: 2, Items: []Item{{ID: 3, Tokens: 1}}},
+		},
+		{
+			name: "an aged sequence's group goes first",
+			seqs: []SeqView{
+				{ID: 1, Running: true, Pending: 1, Arrival: 1, Group: 0, Priority: -5},
+				{ID: 2, Running: true, Pending: 1, Arrival: 2, Group: 0},
+				{ID: 3, Pending: 4, Arrival: 3, Slots: 1, Group: 2, Waited: 2 * time.Minute},
+			},
+			lim:  lim,
+			want: Plan{Group: 2, Items: []Item{{ID: 3, Tokens: 4, Admit: true}}},
+		},
+		{
+			name: "a group at its deadline runs, however small",
+			seqs: []SeqView{
+				{ID: 1, Running: true, Pending: 1, Arrival: 1, Group: 0, Priority: -5},
+				{ID: 2, Running: true, Pending: 1, Arrival: 2, Group: 0},
+				{ID: 3, Running: true, Pending: 1, Arrival: 3, Group: 2},
+			},
+			lim:  withLast(lim, map[int]uint64{0: 9, 2: 8}), // G=2: group 2 is due at step 10
+			want: Plan{Group: 2, Items: []Item{{ID: 3, Tokens: 1}}},
+		},
+		{
+			name: "a group that cannot run passes its turn",
+			seqs: []SeqView{
+				{ID: 1, Running: true, Pending: 1, Arrival: 1, Group: 0},
+				{ID: 2, Pending: 5, Arrival: 2, Slots: 1, Group: 3},
+			},
+			lim:  withLast(Limits{TokenBudget: 16, Chunk: 8, FreeSlots: 0, FreeCells: 1000, Step: 10}, map[int]uint64{0: 9, 3: 5}),
+			want: Plan{Group: 0, Items: []Item{{ID: 1, Tokens: 1}}},
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := Schedule(c.seqs, c.lim); !reflect.DeepEqual(got, c.want) {
+				t.Errorf("got  %+v\nwant %+v", got, c.want)
+			}
+		})
+	}
+}
+
+// TestScheduleGroupFairness drives the planner over many steps with groups
+// of very different sizes and urgency coming and going: every group with
+// work runs at least once every G steps, G the groups with work.
+func TestScheduleGroupFairness(t *testing.T) {
+	// Group g has sizes[g] decoding sequences; group 0 is the most urgent.
+	sizes := []int{6, 1, 3, 1, 2}
+	last := map[int]uint64{}
+	ran := map[int]int{}
+	var history []int // groups with work at each step
+	for step := uint64(1); step <= 400; step++ {
+		active := len(sizes)
+		if step%100 >= 50 {
+			active = 3 // groups 3 and 4 have no work for a while
+		}
+		var seqs []SeqView
+		id := 0
+		for g := range active {
+			if _, ok := last[g]; !ok {
+				last[g] = step // got work now
+			}
+			for range sizes[g] {
+				id++
+				p := 0
+				if g == 0 {
+					p = -1
+				}
+				seqs = append(seqs, SeqView{ID: id, Running: true, Pending: 1, Arrival: uint64(id), Group: g, Priority: p})
+			}
+		}
+		for g := active; g < len(sizes); g++ {
+			delete(last, g) // no work: its clock starts again when work comes
+		}
+		plan := Schedule(seqs, Limits{TokenBudget: 64, Chunk: 8, FreeSlots: 0, FreeCells: 1000, Step: step, LastRun: last})
+		if len(plan.Items) != sizes[plan.Group] {
+			t.Fatalf("step %d: group %d ran %d of its %d sequences", step, plan.Group, len(plan.Items), sizes[plan.Group])
+		}
+		history = append(history, active)
+		for g, l := range last {
+			// G may have shrunk since l: the bound is the most groups with
+			// work at any step since.
+			bound := slices.Max(history[l-1:])
+			if g != plan.Group && step-l >= uint64(bound) {
+				t.Fatalf("step %d: group %d has not run since step %d, with at most %d groups with work", step, g, l, bound)
+			}
+		}
+		last[plan.Group] = step
+		ran[plan.Group]++
+	}
+	t.Logf("steps per group: %v", ran)
 }

@@ -544,13 +544,13 @@ func TestExpectedPrefillDiscountsSharedPrefix(t *testing.T) {
 	a := append(append([]int32{}, system...), 5, 6, 7)
 	b := append(append([]int32{}, system...), 8, 9)
 	short := []int32{300, 301, 9}
-	if got := s.expectedPrefill(a); got != int64(len(a)) {
+	if got := s.expectedPrefill("", a); got != int64(len(a)) {
 		t.Fatalf("first prompt: %d, want %d", got, len(a))
 	}
-	if got := s.expectedPrefill(b); got != 2 {
+	if got := s.expectedPrefill("", b); got != 2 {
 		t.Fatalf("prompt sharing 200 tokens: %d, want 2", got)
 	}
-	if got := s.expectedPrefill(short); got != 3 {
+	if got := s.expectedPrefill("", short); got != 3 {
 		t.Fatalf("a 2-token overlap is not worth discounting: %d, want 3", got)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -60,6 +61,72 @@ func decodeModels(data []byte) ([]multiplex.ModelConfig, error) {
 	return doc.Models, nil
 }
 
+// loraFlag is the repeatable --lora name=N,base=B,path=P[,scale=S]. Unlike
+// listFlag it does not split its value at commas.
+type loraFlag struct{ v []loraArg }
+
+type loraArg struct {
+	base    string
+	adapter multiplex.AdapterConfig
+}
+
+func (l *loraFlag) String() string { return fmt.Sprint(len(l.v), " adapters") }
+
+func (l *loraFlag) Set(s string) error {
+	var a loraArg
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok || v == "" {
+			return fmt.Errorf("--lora %q: want name=N,base=B,path=P[,scale=S]", s)
+		}
+		switch k {
+		case "name":
+			a.adapter.Name = v
+		case "base":
+			a.base = v
+		case "path":
+			a.adapter.Path = v
+		case "scale":
+			x, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return fmt.Errorf("--lora %q: scale: %v", s, err)
+			}
+			a.adapter.Scale = x
+		default:
+			return fmt.Errorf("--lora %q: unknown key %q (want name, base, path, scale)", s, k)
+		}
+	}
+	if a.base == "" || a.adapter.Path == "" {
+		return fmt.Errorf("--lora %q: base and path are required", s)
+	}
+	l.v = append(l.v, a)
+	return nil
+}
+
+// attach adds each --lora adapter to the configured model it names (by
+// its name, or the file name of a model given without one).
+func (l *loraFlag) attach(list []multiplex.ModelConfig) error {
+	for _, a := range l.v {
+		found := false
+		for i := range list {
+			m := &list[i]
+			name := m.Name
+			if name == "" {
+				name = strings.TrimSuffix(filepath.Base(m.Path), ".gguf")
+			}
+			if name == a.base {
+				m.Adapters = append(m.Adapters, a.adapter)
+				found = true
+				break
+			}
+		}
+		if !found {
+			return fmt.Errorf("--lora base=%s: no configured model has that name (name it with --model %s=PATH)", a.base, a.base)
+		}
+	}
+	return nil
+}
+
 // catalog builds the servable names from --model, the config's models:
 // list, --models-dir and the ollama store. With nothing configured it
 // serves the embedded synthesized model. A single configured model is
@@ -99,10 +166,10 @@ func (f *serveFlags) catalog(logger *slog.Logger) (*multiplex.Catalog, error) {
 	if len(list) == 1 && len(f.modelsDir.v) == 0 {
 		list[0].Pinned = true
 	}
+	if err := f.lora.attach(list); err != nil {
+		return nil, err
+	}
 	for _, m := range list {
-		if len(m.Adapters) > 0 {
-			return nil, fmt.Errorf("model %q: LoRA adapters are not served by this build yet", m.Name)
-		}
 		if m.Sampling != (multiplex.SamplingDefaults{}) {
 			return nil, fmt.Errorf("model %q: per-model sampling defaults are not applied by this build yet; remove the sampling key", m.Name)
 		}

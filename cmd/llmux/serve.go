@@ -36,6 +36,7 @@ type serveFlags struct {
 	model           *listFlag
 	modelName       *string
 	modelsDir       *listFlag
+	lora            *loraFlag
 	ollamaModels    *string
 	maxModels       *int
 	memoryBudget    *string
@@ -82,6 +83,8 @@ func newServeFlags() *serveFlags {
 	f.config = fs.String("config", "", "YAML config file (keys are flag names)")
 	f.model = &listFlag{}
 	fs.Var(f.model, "model", "[NAME=]PATH: a GGUF model file, synth:PRESET, or an ollama model name[:tag]; repeatable (default: the embedded synthesized model)")
+	f.lora = &loraFlag{}
+	fs.Var(f.lora, "lora", "name=N,base=B,path=P[,scale=S]: a LoRA adapter of the configured model B, served as N and B:N; repeatable")
 	f.modelName = fs.String("model-name", "", "model id clients send, when one --model is given (default: the file name without .gguf)")
 	f.modelsDir = &listFlag{}
 	fs.Var(f.modelsDir, "models-dir", "serve every .gguf file in this directory under its file name; repeatable")
@@ -291,7 +294,7 @@ func (f *serveFlags) pool(logger *slog.Logger) (*multiplex.Pool, *multiplex.Cata
 	if err != nil {
 		return nil, nil, err
 	}
-	loader := &multiplex.EngineLoader{GPULayers: *f.gpuLayers, Logger: logger, Defaults: scheduler.Options{
+	loader := &multiplex.EngineLoader{GPULayers: *f.gpuLayers, Logger: logger, Catalog: catalog, Defaults: scheduler.Options{
 		Parallel: *f.parallel, Cells: *f.ctxSize, KVLayout: *f.kvLayout,
 		CacheSlots: *f.cacheSlots, TokenBudget: *f.batch, Chunk: *f.chunk, MaxQueue: *f.maxQueue, QueueTimeout: *f.queueTimeout,
 		NoPrefixCache: *f.noPrefixCache, Threads: *f.threads, Handoff: *f.handoff, FlashAttention: *f.flashAttn, KVType: *f.kvType,
