@@ -20,7 +20,7 @@
 #
 # Peers: llama-server when LLAMA_SERVER names its binary (build it from a
 # llama.cpp source tree with its own cmake instructions; `llama-server
-# --version` is recorded, with the commit it was built from); ollama
+# --version` is recorded, and LLAMA_CPP_COMMIT when given); ollama
 # unless SKIP_OLLAMA=1 (built from its pinned Go module here).
 # Environment: PAIRS (3), PARALLEL (16), CTX (16384), THREADS (nproc),
 # PROMPTS (64), CONCURRENCY (1,4,16), OUTPUT_LEN (64), WORKLOADS
@@ -57,6 +57,8 @@ trap cleanup EXIT
 peers=()
 if [ -n "${LLAMA_SERVER:-}" ]; then
   record llama-server-version "$LLAMA_SERVER" --version
+  # A build from a source archive does not know its commit: say it.
+  [ -n "${LLAMA_CPP_COMMIT:-}" ] && record llama-cpp-commit echo "llama.cpp commit $LLAMA_CPP_COMMIT"
   peers+=(llama-server)
 fi
 if [ "${SKIP_OLLAMA:-0}" != 1 ]; then
