@@ -6,6 +6,10 @@
 # the in-process handle hop (go test -bench HandleHop). Recorded verbatim
 # under benchmarks/results/DATE-COMMIT/ (or RECORD_DIR).
 #
+#   benchmarks/replicas.sh [PART...]   (default: replicas hop)
+#     replicas  --replicas 1 vs --replicas 0
+#     acks      --replicas 1 with --replica-acks=true vs =false
+#     hop       go test -bench HandleHop
 # Environment: PAIRS (3), PROMPTS (48), THREADS (nproc).
 set -euo pipefail
 source "$(dirname "$0")/record.sh"
@@ -29,7 +33,7 @@ cat >"$work/serve" <<'EOF'
 #!/usr/bin/env bash
 set -euo pipefail
 [ -f "$work/pid" ] && { kill "$(cat "$work/pid")" 2>/dev/null || true; sleep 1; }
-cmd=(./bin/llmux serve --model "$work/bench.gguf" --model-name bench --parallel 16 --ctx-size 16384 --threads "$THREADS" --replicas "$1" --port "$PORT" --log-level warn)
+cmd=(./bin/llmux serve --model "$work/bench.gguf" --model-name bench --parallel 16 --ctx-size 16384 --threads "$THREADS" --replicas "$@" --port "$PORT" --log-level warn)
 printf '== %s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(printf '%q ' "${cmd[@]}")" >>"$RECORD_DIR/serve.log"
 setsid "${cmd[@]}" >>"$RECORD_DIR/serve.log" 2>&1 &
 echo $! >"$work/pid"
@@ -38,10 +42,26 @@ echo "replicas: server did not come up" >&2; exit 1
 EOF
 chmod +x "$work/serve"
 bench="./bin/llmux bench --base-url http://127.0.0.1:$PORT --model bench --seed 1 --dataset-name random --random-input-len 32 --random-output-len 64 --ignore-eos --num-prompts $PROMPTS --max-concurrency 1,16 --warmup 2"
-interleave "$PAIRS" \
-  replicas1 "\"\$work/serve\" 1 && $bench --label replicas-1 --output \"\$RECORD_DIR/replicas1-\$PAIR.json\"" \
-  replicas0 "\"\$work/serve\" 0 && $bench --label replicas-0 --output \"\$RECORD_DIR/replicas0-\$PAIR.json\""
-for m in output_throughput tpot.median_ms ttft.median_ms; do
-  record "pairs-replicas-$m" ./bin/llmux bench pairs --metric "$m" --a "$RECORD_DIR/replicas1-[0-9].json" --b "$RECORD_DIR/replicas0-[0-9].json"
+parts=("$@")
+[ ${#parts[@]} -gt 0 ] || parts=(replicas hop)
+for part in "${parts[@]}"; do
+  case "$part" in
+  replicas)
+    interleave "$PAIRS" \
+      replicas1 "\"\$work/serve\" 1 && $bench --label replicas-1 --output \"\$RECORD_DIR/replicas1-\$PAIR.json\"" \
+      replicas0 "\"\$work/serve\" 0 && $bench --label replicas-0 --output \"\$RECORD_DIR/replicas0-\$PAIR.json\""
+    for m in output_throughput tpot.median_ms ttft.median_ms; do
+      record "pairs-replicas-$m" ./bin/llmux bench pairs --metric "$m" --a "$RECORD_DIR/replicas1-[0-9].json" --b "$RECORD_DIR/replicas0-[0-9].json"
+    done ;;
+  acks)
+    interleave "$PAIRS" \
+      acks-on "\"\$work/serve\" 1 --replica-acks=true && $bench --label acks-on --output \"\$RECORD_DIR/acks-on-\$PAIR.json\"" \
+      acks-off "\"\$work/serve\" 1 --replica-acks=false && $bench --label acks-off --output \"\$RECORD_DIR/acks-off-\$PAIR.json\""
+    for m in output_throughput tpot.median_ms; do
+      record "pairs-acks-$m" ./bin/llmux bench pairs --metric "$m" --a "$RECORD_DIR/acks-on-[0-9].json" --b "$RECORD_DIR/acks-off-[0-9].json"
+    done ;;
+  hop)
+    record handle-hop go test -run '^$' -bench HandleHop -benchtime 20000x -count 3 ./deploy/ ;;
+  *) echo "replicas: unknown part $part" >&2; exit 2 ;;
+  esac
 done
-record handle-hop go test -run '^$' -bench HandleHop -benchtime 20000x -count 3 ./deploy/

@@ -52,7 +52,11 @@ func (s *Server) handleAdminStatus(c *gin.Context) {
 		models = append(models, s.modelEntry(mi))
 	}
 	l := s.backend.Load()
-	c.JSON(http.StatusOK, gin.H{"version": s.opts.Version, "draining": s.draining.Load(), "running": l.Running, "waiting": l.Waiting, "models": models})
+	st := gin.H{"version": s.opts.Version, "draining": s.draining.Load(), "running": l.Running, "waiting": l.Waiting, "models": models}
+	if s.opts.Deployments != nil {
+		st["deployments"] = s.opts.Deployments()
+	}
+	c.JSON(http.StatusOK, st)
 }
 
 func (s *Server) handleMetrics(c *gin.Context) {

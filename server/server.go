@@ -51,6 +51,9 @@ type Options struct {
 	// included (0: no bound); past it the request ends with a 504 or a
 	// timeout error event.
 	RequestTimeout time.Duration
+	// Deployments, when set, describes the deployments and their
+	// replicas for GET /-/status.
+	Deployments func() any
 	// CORSOrigins allowed to call the API from a browser ("*" for any);
 	// empty disables CORS.
 	CORSOrigins []string
@@ -163,7 +166,7 @@ func (s *Server) routes() *gin.Engine {
 	s.handle(api, http.MethodPost, "/v1/embeddings", accessAPI, s.handleEmbeddings)
 	s.handle(api, http.MethodPost, "/tokenize", accessAPI, s.handleTokenize)
 	s.handle(api, http.MethodPost, "/detokenize", accessAPI, s.handleDetokenize)
-	s.handle(api, http.MethodGet, "/admin/status", accessAdmin, s.handleAdminStatus)
+	s.handle(api, http.MethodGet, "/-/status", accessAdmin, s.handleAdminStatus)
 	r.NoRoute(func(c *gin.Context) {
 		s.fail(c, openai.NotFound("", "unknown_url", "unknown endpoint %s %s", c.Request.Method, clip(c.Request.URL.Path)))
 	})

@@ -45,6 +45,7 @@ type serveFlags struct {
 	maxSwapWait     *time.Duration
 	keepAlive       *time.Duration
 	replicas        *int
+	replicaAcks     *bool
 	maxOngoing      *int
 	models          []multiplex.ModelConfig
 	host            *string
@@ -96,6 +97,7 @@ func newServeFlags() *serveFlags {
 	f.maxSwapWait = fs.Duration("max-swap-wait", multiplex.DefaultMaxSwapWait, "requests for a model that does not fit wait at most this long before a busy model is drained to make room")
 	f.keepAlive = fs.Duration("keep-alive", 0, "unload a model idle this long (0: never)")
 	f.replicas = fs.Int("replicas", 1, "replica processes serving the models (0: serve them in this process)")
+	f.replicaAcks = fs.Bool("replica-acks", true, "a replica reads its next event only after the serving process has taken the previous one (keeps --handoff across the process boundary)")
 	f.maxOngoing = fs.Int("max-ongoing-requests", 0, "requests in flight on one replica before the router sends the next elsewhere or queues it (0: no bound)")
 	f.host = fs.String("host", "127.0.0.1", "address to listen on")
 	f.port = fs.Int("port", 8080, "port to listen on (0: any free port)")
@@ -236,6 +238,9 @@ func runServe(ctx context.Context, args []string) error {
 		registry.MustRegister(gpu.NewCollector(gpus))
 	}
 	var be backend = pool
+	deployments := func() any {
+		return []deploymentStatus{{Name: "llm", Kind: "llm", Replicas: []replica.ReplicaStatus{{Name: "in-process", PID: os.Getpid(), State: "ready", Models: []string{}}}}}
+	}
 	if *f.replicas > 0 {
 		set, dir, err := f.replicaSet(args, logger)
 		if err != nil {
@@ -243,12 +248,13 @@ func runServe(ctx context.Context, args []string) error {
 		}
 		defer os.RemoveAll(dir)
 		be = set
+		deployments = func() any { return []deploymentStatus{{Name: "llm", Kind: "llm", Replicas: set.Status()}} }
 	}
 	limits := openai.DefaultLimits()
 	limits.MaxTokens, limits.MaxN = *f.maxTokens, *f.maxN
 	srv := server.New(be, server.Options{
 		APIKeys: splitComma(*f.apiKeys), AdminKeys: splitComma(*f.adminKeys), MetricsAuth: *f.metricsAuth,
-		AllowedHosts: splitComma(*f.allowedHosts), RequestTimeout: *f.requestTimeout, CORSOrigins: splitComma(*f.cors),
+		AllowedHosts: splitComma(*f.allowedHosts), RequestTimeout: *f.requestTimeout, CORSOrigins: splitComma(*f.cors), Deployments: deployments,
 		MaxBodyBytes: *f.maxBody, Limits: &limits, ShutdownTimeout: *f.shutdownTimeout, Version: version, Logger: logger,
 		Registry: registry,
 	})
@@ -278,6 +284,13 @@ func runServe(ctx context.Context, args []string) error {
 	}
 	logger.Info("llmux stopped")
 	return err
+}
+
+// deploymentStatus is one deployment in GET /-/status.
+type deploymentStatus struct {
+	Name     string                  `json:"name"`
+	Kind     string                  `json:"kind"`
+	Replicas []replica.ReplicaStatus `json:"replicas"`
 }
 
 // pool builds the catalog and the pool that serves it in this process.
@@ -365,7 +378,7 @@ func runReplica(ctx context.Context, args []string) error {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- pool.Run(ctx) }()
-	err = replica.ServeProcess(ctx, sock, pool)
+	err = replica.ServeProcess(ctx, sock, pool, replica.ServeOptions{NoAcks: !*f.replicaAcks})
 	cancel()
 	if perr := <-done; err == nil {
 		err = perr
