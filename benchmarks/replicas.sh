@@ -8,7 +8,6 @@
 #
 #   benchmarks/replicas.sh [PART...]   (default: replicas hop)
 #     replicas  --replicas 1 vs --replicas 0
-#     acks      --replicas 1 with --replica-acks=true vs =false
 #     hop       go test -bench HandleHop
 # Environment: PAIRS (3), PROMPTS (48), THREADS (nproc).
 set -euo pipefail
@@ -52,13 +51,6 @@ for part in "${parts[@]}"; do
       replicas0 "\"\$work/serve\" 0 && $bench --label replicas-0 --output \"\$RECORD_DIR/replicas0-\$PAIR.json\""
     for m in output_throughput tpot.median_ms ttft.median_ms; do
       record "pairs-replicas-$m" ./bin/llmux bench pairs --metric "$m" --a "$RECORD_DIR/replicas1-[0-9].json" --b "$RECORD_DIR/replicas0-[0-9].json"
-    done ;;
-  acks)
-    interleave "$PAIRS" \
-      acks-on "\"\$work/serve\" 1 --replica-acks=true && $bench --label acks-on --output \"\$RECORD_DIR/acks-on-\$PAIR.json\"" \
-      acks-off "\"\$work/serve\" 1 --replica-acks=false && $bench --label acks-off --output \"\$RECORD_DIR/acks-off-\$PAIR.json\""
-    for m in output_throughput tpot.median_ms; do
-      record "pairs-acks-$m" ./bin/llmux bench pairs --metric "$m" --a "$RECORD_DIR/acks-on-[0-9].json" --b "$RECORD_DIR/acks-off-[0-9].json"
     done ;;
   hop)
     record handle-hop go test -run '^$' -bench HandleHop -benchtime 20000x -count 3 ./deploy/ ;;

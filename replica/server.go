@@ -17,29 +17,14 @@ type service struct {
 	// parentGone is called when the serving process's Watch stream ends:
 	// the parent has exited or closed its connection.
 	parentGone func()
-	// noAcks: read the next event without waiting for the client's
-	// acknowledgement of the previous one.
-	noAcks bool
-}
-
-// ServeOptions tune a replica's service.
-type ServeOptions struct {
-	// NoAcks lets the replica read its next event as soon as the previous
-	// one is sent, instead of after the serving process acknowledged it:
-	// the replica's step handoff then waits only for the send.
-	NoAcks bool
 }
 
 // Serve serves backend on ln until ctx ends or the serving process that
 // watches it goes away (then parentGone runs, if set). It returns when
 // the gRPC server has stopped.
-func Serve(ctx context.Context, ln net.Listener, backend llm.Backend, parentGone func(), opts ...ServeOptions) error {
+func Serve(ctx context.Context, ln net.Listener, backend llm.Backend, parentGone func()) error {
 	srv := grpc.NewServer(grpc.ForceServerCodec(codec{}))
-	svc := &service{backend: backend, parentGone: parentGone}
-	for _, o := range opts {
-		svc.noAcks = o.NoAcks
-	}
-	srv.RegisterService(&serviceDesc, svc)
+	srv.RegisterService(&serviceDesc, &service{backend: backend, parentGone: parentGone})
 	stop := context.AfterFunc(ctx, srv.Stop)
 	defer stop()
 	err := srv.Serve(ln)
@@ -101,9 +86,6 @@ func (s *service) generate(st grpc.ServerStream) error {
 		if ev.Final {
 			return nil
 		}
-		if s.noAcks {
-			continue
-		}
 		select {
 		case <-acks:
 		case <-ctx.Done():
@@ -127,7 +109,7 @@ func (s *service) watch(st grpc.ServerStream) error {
 // ServeProcess is the body of a replica process: it serves backend on a
 // Unix socket at path until ctx ends or the serving process goes away
 // (its watch stream ends), then removes the socket.
-func ServeProcess(ctx context.Context, path string, backend llm.Backend, opts ...ServeOptions) error {
+func ServeProcess(ctx context.Context, path string, backend llm.Backend) error {
 	_ = os.Remove(path)
 	ln, err := net.Listen("unix", path)
 	if err != nil {
@@ -136,5 +118,5 @@ func ServeProcess(ctx context.Context, path string, backend llm.Backend, opts ..
 	defer os.Remove(path)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	return Serve(ctx, ln, backend, cancel, opts...)
+	return Serve(ctx, ln, backend, cancel)
 }

@@ -45,7 +45,6 @@ type serveFlags struct {
 	maxSwapWait     *time.Duration
 	keepAlive       *time.Duration
 	replicas        *int
-	replicaAcks     *bool
 	maxOngoing      *int
 	models          []multiplex.ModelConfig
 	host            *string
@@ -97,7 +96,6 @@ func newServeFlags() *serveFlags {
 	f.maxSwapWait = fs.Duration("max-swap-wait", multiplex.DefaultMaxSwapWait, "requests for a model that does not fit wait at most this long before a busy model is drained to make room")
 	f.keepAlive = fs.Duration("keep-alive", 0, "unload a model idle this long (0: never)")
 	f.replicas = fs.Int("replicas", 1, "replica processes serving the models (0: serve them in this process)")
-	f.replicaAcks = fs.Bool("replica-acks", true, "a replica reads its next event only after the serving process has taken the previous one (keeps --handoff across the process boundary)")
 	f.maxOngoing = fs.Int("max-ongoing-requests", 0, "requests in flight on one replica before the router sends the next elsewhere or queues it (0: no bound)")
 	f.host = fs.String("host", "127.0.0.1", "address to listen on")
 	f.port = fs.Int("port", 8080, "port to listen on (0: any free port)")
@@ -378,7 +376,7 @@ func runReplica(ctx context.Context, args []string) error {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- pool.Run(ctx) }()
-	err = replica.ServeProcess(ctx, sock, pool, replica.ServeOptions{NoAcks: !*f.replicaAcks})
+	err = replica.ServeProcess(ctx, sock, pool)
 	cancel()
 	if perr := <-done; err == nil {
 		err = perr
