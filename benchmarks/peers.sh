@@ -6,7 +6,7 @@
 #   LLAMA_SERVER=/path/to/llama-server benchmarks/peers.sh [MODEL.gguf]
 #
 # MODEL defaults to the synthesized 86M bench model (`llmux models synth
-# --preset bench`). For each peer, llmux and the peer run alternately
+# --preset bench --no-byte-tokens`). For each peer, llmux and the peer run alternately
 # (llmux, peer, llmux, peer, ...: `interleave` in record.sh), each run
 # against a freshly started server, and `llmux bench pairs` prints every
 # pair's ratio, their median and range. Three workloads:
@@ -45,8 +45,12 @@ record_init
 if [ $# -ge 1 ]; then
   MODEL="$(realpath "$1")"
 else
+  # Without byte-fallback tokens: random weights then still emit valid
+  # UTF-8, which the newer llama-server's output parser requires (with
+  # byte tokens its streams end in "does not match the expected
+  # Content-only format" errors).
   MODEL="$(mktemp -d)/bench.gguf"
-  ./bin/llmux models synth --preset bench "$MODEL" >/dev/null 2>&1
+  ./bin/llmux models synth --preset bench --no-byte-tokens "$MODEL" >/dev/null 2>&1
 fi
 name=bench-model
 work="$(mktemp -d)"
