@@ -61,7 +61,7 @@ func runChild() bool {
 // abortHook stands in for an engine abort, in test builds only: a prompt
 // containing ABORT-NOW kills the process with SIGABRT, as llama.cpp's
 // failed assertions do.
-type abortHook struct{ llm.Backend }
+type abortHook struct{ *multiplex.Pool }
 
 func (a abortHook) Generate(ctx context.Context, req *llm.Request) (llm.Stream, *llm.Error) {
 	for _, p := range req.Prompts {
@@ -70,5 +70,5 @@ func (a abortHook) Generate(ctx context.Context, req *llm.Request) (llm.Stream, 
 			select {}
 		}
 	}
-	return a.Backend.Generate(ctx, req)
+	return a.Pool.Generate(ctx, req)
 }

@@ -97,6 +97,13 @@ var serviceDesc = grpc.ServiceDesc{
 		unary("Load", func(ctx context.Context, b llm.Backend, _ *empty) reply[llm.LoadInfo] {
 			return answer(b.Load(), nil)
 		}),
+		{MethodName: "Metrics", Handler: func(srv any, _ context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			var in empty
+			if err := dec(&in); err != nil {
+				return nil, err
+			}
+			return srv.(*service).metrics(), nil
+		}},
 	},
 	Streams: []grpc.StreamDesc{
 		{StreamName: "Generate", Handler: func(srv any, st grpc.ServerStream) error { return srv.(*service).generate(st) }, ServerStreams: true, ClientStreams: true},

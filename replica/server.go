@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/llmux/llmux/llm"
@@ -17,6 +18,8 @@ type service struct {
 	// parentGone is called when the serving process's Watch stream ends:
 	// the parent has exited or closed its connection.
 	parentGone func()
+	// gatherer has the backend's own series, when it exports any.
+	gatherer prometheus.Gatherer
 }
 
 // Serve serves backend on ln until ctx ends or the serving process that
@@ -24,7 +27,14 @@ type service struct {
 // the gRPC server has stopped.
 func Serve(ctx context.Context, ln net.Listener, backend llm.Backend, parentGone func()) error {
 	srv := grpc.NewServer(grpc.ForceServerCodec(codec{}))
-	srv.RegisterService(&serviceDesc, &service{backend: backend, parentGone: parentGone})
+	svc := &service{backend: backend, parentGone: parentGone}
+	if c, ok := backend.(prometheus.Collector); ok {
+		reg := prometheus.NewRegistry()
+		if err := reg.Register(c); err == nil {
+			svc.gatherer = reg
+		}
+	}
+	srv.RegisterService(&serviceDesc, svc)
 	stop := context.AfterFunc(ctx, srv.Stop)
 	defer stop()
 	err := srv.Serve(ln)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/llmux/llmux/llm"
 	"github.com/llmux/llmux/models/modeltest"
 )
@@ -239,4 +241,35 @@ func alive(pid int) bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+func TestTheSetRelaysItsReplicasMetrics(t *testing.T) {
+	s := startSet(t, 1, 0)
+	if o := run(context.Background(), s, "count me", 4, nil); o.err != nil {
+		t.Fatal(o.err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(s)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := -1.0
+	for _, mf := range mfs {
+		if mf.GetName() != "llmux_engine_steps_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["model"] == "tiny" && labels["replica"] == "r-0" {
+				steps = m.GetCounter().GetValue()
+			}
+		}
+	}
+	if steps < 4 {
+		t.Fatalf("llmux_engine_steps_total{model=tiny,replica=r-0} = %g after a 4-token request, want ≥ 4 (families: %d)", steps, len(mfs))
+	}
 }
