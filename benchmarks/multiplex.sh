@@ -65,8 +65,8 @@ for part in "${parts[@]}"; do
   churn)
     churn="$bench --models m1,m2,m3 --model-dist pairs --max-concurrency 8 --num-prompts $CHURN_PROMPTS --dataset-name random --random-input-len 32 --random-output-len 32 --ignore-eos --warmup 0 --goodput ttft:2000"
     interleave "$PAIRS" \
-      churn-swap-aware "\"\$work/serve\" $M --parallel 8 --max-models 2 --swap-policy swap-aware && $churn --label swap-aware --output \"\$RECORD_DIR/churn-swap-aware-\$PAIR.json\"; curl -s http://127.0.0.1:$PORT/metrics | grep -E '^llmux_model_(swaps|cold_starts|loads)_total'" \
-      churn-lru "\"\$work/serve\" $M --parallel 8 --max-models 2 --swap-policy lru && $churn --label lru --output \"\$RECORD_DIR/churn-lru-\$PAIR.json\"; curl -s http://127.0.0.1:$PORT/metrics | grep -E '^llmux_model_(swaps|cold_starts|loads)_total'"
+      churn-swap-aware "\"\$work/serve\" $M --parallel 8 --max-models 2 --swap-policy swap-aware && $churn --label swap-aware --output \"\$RECORD_DIR/churn-swap-aware-\$PAIR.json\"; curl -s http://127.0.0.1:$PORT/metrics | grep -E '^llmux_model_(swaps|cold_starts|loads)_total' || true" \
+      churn-lru "\"\$work/serve\" $M --parallel 8 --max-models 2 --swap-policy lru && $churn --label lru --output \"\$RECORD_DIR/churn-lru-\$PAIR.json\"; curl -s http://127.0.0.1:$PORT/metrics | grep -E '^llmux_model_(swaps|cold_starts|loads)_total' || true"
     for m in request_goodput request_throughput ttft.p99_ms; do
       record "pairs-churn-$m" ./bin/llmux bench pairs --metric "$m" --a "$RECORD_DIR/churn-swap-aware-[0-9].json" --b "$RECORD_DIR/churn-lru-[0-9].json"
     done
