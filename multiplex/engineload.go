@@ -17,7 +17,10 @@ import (
 type EngineLoader struct {
 	Defaults  scheduler.Options
 	GPULayers int
-	Logger    *slog.Logger
+	// TensorSplit spreads a model over several GPUs (nil: llama.cpp's
+	// default).
+	TensorSplit []float32
+	Logger      *slog.Logger
 	// Catalog, when set, gives each base model's scheduler the base's LoRA
 	// adapters: those in the catalog when it loads, and those registered
 	// later (AddAdapter), found by name on first use.
@@ -121,7 +124,7 @@ func (d *EngineLoader) Load(ctx context.Context, e Entry) (*Loaded, error) {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	m, err := engine.LoadModel(e.Path, engine.ModelOptions{GPULayers: d.GPULayers, Progress: func(float32) bool { return ctx.Err() == nil }})
+	m, err := engine.LoadModel(e.Path, engine.ModelOptions{GPULayers: d.GPULayers, TensorSplit: d.TensorSplit, Progress: func(float32) bool { return ctx.Err() == nil }})
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os/exec"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -22,6 +23,9 @@ type SetOptions struct {
 	// Process is the template of each replica's process; its Name is the
 	// prefix of the replicas' names (name-0, name-1, ...).
 	Process ProcessOptions
+	// Customize, when set, adapts replica i's process (its GPUs: added
+	// arguments and environment).
+	Customize func(i int, po *ProcessOptions)
 	// MaxOngoing bounds the requests in flight on one replica (0: no
 	// bound), as Ray Serve's max_ongoing_requests.
 	MaxOngoing int
@@ -42,6 +46,7 @@ type SetOptions struct {
 // member is one replica slot of the set. mu guards every field.
 type member struct {
 	name     string
+	index    int
 	mu       sync.Mutex
 	proc     *process
 	state    string // starting, ready, restarting, failed, stopped
@@ -102,7 +107,7 @@ func NewSet(o SetOptions) *Set {
 	}
 	s := &Set{opts: o, log: o.Logger, ready: make(chan struct{}, 1), rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))}
 	for i := range o.Replicas {
-		s.members = append(s.members, &member{name: fmt.Sprintf("%s-%d", o.Process.Name, i), state: "starting",
+		s.members = append(s.members, &member{name: fmt.Sprintf("%s-%d", o.Process.Name, i), index: i, state: "starting",
 			loaded: map[string]bool{}, loading: map[string]bool{}})
 	}
 	return s
@@ -127,6 +132,11 @@ func (s *Set) supervise(ctx context.Context, m *member) {
 	for ctx.Err() == nil {
 		po := s.opts.Process
 		po.Name = m.name
+		po.Command = slices.Clone(po.Command)
+		po.Env = slices.Clone(po.Env)
+		if s.opts.Customize != nil {
+			s.opts.Customize(m.index, &po)
+		}
 		began := time.Now()
 		p, err := start(ctx, po)
 		if err != nil {

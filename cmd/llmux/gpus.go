@@ -71,12 +71,12 @@ func printBackends(w io.Writer) {
 // what was found and which backends loaded; without NVML, gpu.Open logs
 // the one line "no NVML: serving on CPU". The monitor stays open for the
 // GPU metrics.
-func startGPUs(logger *slog.Logger, gpuLayers int) (*gpu.Monitor, gpu.Node) {
+func startGPUs(logger *slog.Logger, gpuLayers int) (*gpu.Monitor, gpu.Node, bool) {
 	mon := gpu.Open(nvml.New(), logger)
 	node, err := mon.Node()
 	if err != nil {
 		logger.Warn("reading GPUs through NVML failed: serving on CPU", "err", err)
-		return mon, gpu.Node{}
+		return mon, gpu.Node{}, false
 	}
 	regs, devs := engine.Backends()
 	onGPU := gpuBackends(devs)
@@ -90,8 +90,10 @@ func startGPUs(logger *slog.Logger, gpuLayers int) (*gpu.Monitor, gpu.Node) {
 		logger.Warn("GPUs found but no GPU backend loaded: models run on the CPU; build one with scripts/build-cuda.sh", "searched", backendSearchPath())
 	case len(onGPU) > 0 && gpuLayers == 0:
 		logger.Info("a GPU backend is loaded but --gpu-layers is 0: models run on the CPU (-1 offloads every layer)")
+	case len(onGPU) > 0 && gpuLayers == gpuLayersAuto:
+		logger.Info("models offload as many layers as fit on the GPUs (--gpu-layers auto)")
 	case len(onGPU) > 0:
 		logger.Info("models offload layers to the GPU", "gpu_layers", gpuLayers)
 	}
-	return mon, node
+	return mon, node, len(onGPU) > 0
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/llmux/llmux/gpu"
 	"github.com/llmux/llmux/llm"
+	"github.com/llmux/llmux/models"
 	"github.com/llmux/llmux/multiplex"
 	"github.com/llmux/llmux/openai"
 	"github.com/llmux/llmux/replica"
@@ -60,7 +61,9 @@ type serveFlags struct {
 	handoff         *time.Duration
 	flashAttn       *string
 	kvType          *string
-	gpuLayers       *int
+	gpuLayers       *string
+	gpus            *float64
+	tensorSplit     *string
 	maxQueue        *int
 	queueTimeout    *time.Duration
 	shutdownTimeout *time.Duration
@@ -110,7 +113,9 @@ func newServeFlags() *serveFlags {
 	f.handoff = fs.Duration("handoff", time.Millisecond, "after each engine step, how long to wait for the HTTP side to take the step's tokens before the next step (negative: never)")
 	f.flashAttn = fs.String("flash-attn", "auto", "flash attention: auto, on, off")
 	f.kvType = fs.String("kv-type", "f16", "KV cache type: f16, q8_0, q4_0")
-	f.gpuLayers = fs.Int("gpu-layers", 0, "layers to offload to a GPU (-1: all; needs a GPU backend)")
+	f.gpuLayers = fs.String("gpu-layers", "auto", "layers to offload to GPUs: auto (as many as fit, the rest on CPU; none without a GPU backend), -1 (all) or a count")
+	f.gpus = fs.Float64("gpus", 1, "GPUs per replica, as Ray Serve's num_gpus: 1 a whole GPU (spanned over more when the model needs them), 0.5 half of one (two replicas share it), N at least N")
+	f.tensorSplit = fs.String("tensor-split", "", "comma-separated share of the model per visible GPU (set per replica by placement)")
 	f.maxQueue = fs.Int("max-queue", 256, "requests waiting for admission before 429")
 	f.queueTimeout = fs.Duration("queue-timeout", time.Minute, "default deadline for a first token (429 when predicted to miss it)")
 	f.shutdownTimeout = fs.Duration("shutdown-timeout", 30*time.Second, "time running streams get to finish on SIGTERM")
@@ -223,14 +228,36 @@ func runServe(ctx context.Context, args []string) error {
 		return err
 	}
 	slog.SetDefault(logger)
-	// The catalog is built here even when replicas serve it, so that
-	// configuration mistakes stop the server at start.
-	pool, catalog, err := f.pool(logger)
+	layers, err := parseGPULayers(*f.gpuLayers)
 	if err != nil {
 		return err
 	}
-	gpus, _ := startGPUs(logger, *f.gpuLayers)
+	split, err := parseTensorSplit(*f.tensorSplit)
+	if err != nil {
+		return err
+	}
+	gpus, node, gpuBackend := startGPUs(logger, layers)
 	defer gpus.Close()
+	if !gpuBackend {
+		node = gpu.Node{} // no GPU backend: nothing can run on the GPUs
+	}
+	// The catalog is built here even when replicas serve it, so that
+	// configuration mistakes stop the server at start.
+	pool, catalog, loader, err := f.pool(logger, layers, split)
+	if err != nil {
+		return err
+	}
+	largest := largestModel(catalog, func(e multiplex.Entry) (int64, int, error) {
+		b, _, err := loader.Size(e)
+		if err != nil {
+			return 0, 0, err
+		}
+		info, err := models.Inspect(e.Path)
+		if err != nil {
+			return 0, 0, err
+		}
+		return b, int(info.Layers), nil
+	})
 	registry := prometheus.NewRegistry()
 	if gpus.Available() {
 		registry.MustRegister(gpu.NewCollector(gpus))
@@ -240,13 +267,32 @@ func runServe(ctx context.Context, args []string) error {
 		return []deploymentStatus{{Name: "llm", Kind: "llm", Replicas: []replica.ReplicaStatus{{Name: "in-process", PID: os.Getpid(), State: "ready", Models: []string{}}}}}
 	}
 	if *f.replicas > 0 {
-		set, dir, err := f.replicaSet(args, logger)
+		placed, err := placeReplicas(node, *f.replicas, largest, *f.gpus, layers)
+		if err != nil {
+			return err
+		}
+		for i, p := range placed {
+			logger.Info("replica placement", "replica", fmt.Sprintf("replica-%d", i), "gpus", p.Env[0], "offload", p.Desc)
+		}
+		set, dir, err := f.replicaSet(args, logger, placed)
 		if err != nil {
 			return err
 		}
 		defer os.RemoveAll(dir)
 		be = set
 		deployments = func() any { return []deploymentStatus{{Name: "llm", Kind: "llm", Replicas: set.Status()}} }
+	} else if layers == gpuLayersAuto && len(node.Devices) > 0 {
+		placed, err := placeReplicas(node, 1, largest, *f.gpus, layers)
+		if err != nil {
+			return err
+		}
+		logger.Info("placement", "gpus", placed[0].Env[0], "offload", placed[0].Desc)
+		if n, err := parseGPULayers(placed[0].Args[1]); err == nil {
+			loader.GPULayers = n
+		}
+		if len(placed[0].Args) > 3 {
+			loader.TensorSplit, _ = parseTensorSplit(placed[0].Args[3])
+		}
 	}
 	limits := openai.DefaultLimits()
 	limits.MaxTokens, limits.MaxN = *f.maxTokens, *f.maxN
@@ -291,21 +337,26 @@ type deploymentStatus struct {
 	Replicas []replica.ReplicaStatus `json:"replicas"`
 }
 
-// pool builds the catalog and the pool that serves it in this process.
-func (f *serveFlags) pool(logger *slog.Logger) (*multiplex.Pool, *multiplex.Catalog, error) {
+// pool builds the catalog and the pool that serves it in this process,
+// with gpuLayers (auto counts as none: the serving process resolves auto
+// before a replica starts) and split.
+func (f *serveFlags) pool(logger *slog.Logger, gpuLayers int, split []float32) (*multiplex.Pool, *multiplex.Catalog, *multiplex.EngineLoader, error) {
 	catalog, err := f.catalog(logger)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	budget, err := parseBytes(*f.memoryBudget)
 	if err != nil {
-		return nil, nil, fmt.Errorf("--memory-budget: %w", err)
+		return nil, nil, nil, fmt.Errorf("--memory-budget: %w", err)
 	}
 	policy, err := multiplex.ParseSwapPolicy(*f.swapPolicy)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	loader := &multiplex.EngineLoader{GPULayers: *f.gpuLayers, Logger: logger, Catalog: catalog, Defaults: scheduler.Options{
+	if gpuLayers == gpuLayersAuto {
+		gpuLayers = 0
+	}
+	loader := &multiplex.EngineLoader{GPULayers: gpuLayers, TensorSplit: split, Logger: logger, Catalog: catalog, Defaults: scheduler.Options{
 		Parallel: *f.parallel, Cells: *f.ctxSize, KVLayout: *f.kvLayout,
 		CacheSlots: *f.cacheSlots, TokenBudget: *f.batch, Chunk: *f.chunk, MaxQueue: *f.maxQueue, QueueTimeout: *f.queueTimeout,
 		NoPrefixCache: *f.noPrefixCache, Threads: *f.threads, Handoff: *f.handoff, FlashAttention: *f.flashAttn, KVType: *f.kvType,
@@ -315,13 +366,13 @@ func (f *serveFlags) pool(logger *slog.Logger) (*multiplex.Pool, *multiplex.Cata
 		Catalog: catalog, Load: loader.Load, Size: loader.Size,
 		MaxModels: *f.maxModels, MemoryBudget: budget, Policy: policy, MinResidency: *f.minResidency, MaxSwapWait: *f.maxSwapWait,
 		KeepAlive: *f.keepAlive, QueueTimeout: *f.queueTimeout, Logger: logger,
-	}), catalog, nil
+	}), catalog, loader, nil
 }
 
 // replicaSet describes the replica processes: this binary run as `llmux
 // replica` with the same serve arguments, each with its share of the
 // threads.
-func (f *serveFlags) replicaSet(args []string, logger *slog.Logger) (set *replica.Set, socketDir string, err error) {
+func (f *serveFlags) replicaSet(args []string, logger *slog.Logger, placed []replicaGPUs) (set *replica.Set, socketDir string, err error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, "", fmt.Errorf("replicas: %w", err)
@@ -340,7 +391,12 @@ func (f *serveFlags) replicaSet(args []string, logger *slog.Logger) (set *replic
 	// logs in JSON so that the serving process can relay its records.
 	command = append(command, "--threads", strconv.Itoa(threads), "--log-format", "json")
 	return replica.NewSet(replica.SetOptions{Replicas: *f.replicas, MaxOngoing: *f.maxOngoing, Logger: logger,
-		Process: replica.ProcessOptions{Name: "replica", Command: command, Env: os.Environ(), SocketDir: dir}}), dir, nil
+		Process: replica.ProcessOptions{Name: "replica", Command: command, Env: os.Environ(), SocketDir: dir},
+		// Each replica gets its GPUs: later flags and environment win.
+		Customize: func(i int, po *replica.ProcessOptions) {
+			po.Command = append(po.Command, placed[i].Args...)
+			po.Env = append(po.Env, placed[i].Env...)
+		}}), dir, nil
 }
 
 // runReplica is `llmux replica`: the serve arguments plus --socket PATH;
@@ -368,7 +424,15 @@ func runReplica(ctx context.Context, args []string) error {
 		return err
 	}
 	slog.SetDefault(logger)
-	pool, _, err := f.pool(logger)
+	layers, err := parseGPULayers(*f.gpuLayers)
+	if err != nil {
+		return err
+	}
+	split, err := parseTensorSplit(*f.tensorSplit)
+	if err != nil {
+		return err
+	}
+	pool, _, _, err := f.pool(logger, layers, split)
 	if err != nil {
 		return err
 	}
