@@ -96,7 +96,7 @@ for part in "${parts[@]}"; do
     streams="$bench --model m1 --max-concurrency 4 --num-prompts 24 --dataset-name random --random-input-len 32 --random-output-len 256 --ignore-eos --warmup 1"
     churner="(while sleep 2; do curl -s -o /dev/null http://127.0.0.1:$PORT/v1/completions -H 'Content-Type: application/json' -d '{\"model\":\"m2\",\"prompt\":\"x\",\"max_tokens\":1}'; done) & c=\$!"
     interleave "$PAIRS" \
-      streams-with-loads "\"\$work/serve\" $M --keep-alive 1s && $churner; $streams --label with-loads --output \"\$RECORD_DIR/streams-with-loads-\$PAIR.json\"; kill \$c" \
+      streams-with-loads "\"\$work/serve\" $M --keep-alive 1s && { $churner; $streams --label with-loads --output \"\$RECORD_DIR/streams-with-loads-\$PAIR.json\"; kill \$c; }" \
       streams-alone "\"\$work/serve\" $M --keep-alive 1s && $streams --label alone --output \"\$RECORD_DIR/streams-alone-\$PAIR.json\""
     record pairs-itl-loads ./bin/llmux bench pairs --metric itl.p99_ms --a "$RECORD_DIR/streams-with-loads-[0-9].json" --b "$RECORD_DIR/streams-alone-[0-9].json"
     record loads-during-streams grep -cE "model loaded.*model=m2" "$RECORD_DIR/serve.log" || true

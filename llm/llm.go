@@ -273,3 +273,21 @@ type EmbedResult struct {
 	Vectors      [][]float32 `json:"vectors"`
 	PromptTokens int         `json:"prompt_tokens"`
 }
+
+// AdapterRequest registers a LoRA adapter at run time.
+type AdapterRequest struct {
+	// Name is the name requests will use; Base the base model it adapts
+	// ("" when the catalog has one base model).
+	Name string `json:"name"`
+	Base string `json:"base,omitempty"`
+	// Path is the adapter's GGUF file, within a configured adapter
+	// directory (relative to one, or absolute inside one).
+	Path  string  `json:"path"`
+	Scale float64 `json:"scale,omitempty"`
+}
+
+// AdapterManager is a Backend that registers adapters at run time.
+type AdapterManager interface {
+	LoadAdapter(ctx context.Context, req *AdapterRequest) (ModelInfo, *Error)
+	UnloadAdapter(ctx context.Context, name string) *Error
+}

@@ -97,6 +97,20 @@ var serviceDesc = grpc.ServiceDesc{
 		unary("Load", func(ctx context.Context, b llm.Backend, _ *empty) reply[llm.LoadInfo] {
 			return answer(b.Load(), nil)
 		}),
+		unary("LoadAdapter", func(ctx context.Context, b llm.Backend, in *llm.AdapterRequest) reply[llm.ModelInfo] {
+			am, ok := b.(llm.AdapterManager)
+			if !ok {
+				return answer(llm.ModelInfo{}, llm.Errorf(llm.CodeInvalid, "", "this replica does not register adapters"))
+			}
+			return answer(am.LoadAdapter(ctx, in))
+		}),
+		unary("UnloadAdapter", func(ctx context.Context, b llm.Backend, in *modelArg) reply[empty] {
+			am, ok := b.(llm.AdapterManager)
+			if !ok {
+				return answer(empty{}, llm.Errorf(llm.CodeInvalid, "", "this replica does not register adapters"))
+			}
+			return answer(empty{}, am.UnloadAdapter(ctx, in.Model))
+		}),
 		{MethodName: "Metrics", Handler: func(srv any, _ context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
 			var in empty
 			if err := dec(&in); err != nil {

@@ -78,6 +78,10 @@ type Set struct {
 	ready   chan struct{} // 1-slot wake: some replica became ready
 	rngMu   sync.Mutex    // guards rng
 	rng     *rand.Rand
+
+	adaptersMu sync.Mutex // guards adapters
+	// adapters registered at run time, replayed on replicas that start.
+	adapters []llm.AdapterRequest
 }
 
 var _ llm.Backend = (*Set)(nil)
@@ -149,6 +153,7 @@ func (s *Set) supervise(ctx context.Context, m *member) {
 			m.mu.Unlock()
 			s.log.Error("replica failed to start", "replica", m.name, "err", err, "retry_in", backoff)
 		} else {
+			s.replayAdapters(ctx, p)
 			m.mu.Lock()
 			m.proc, m.state, m.lastErr = p, "ready", ""
 			m.mu.Unlock()

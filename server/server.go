@@ -167,6 +167,8 @@ func (s *Server) routes() *gin.Engine {
 	s.handle(api, http.MethodPost, "/tokenize", accessAPI, s.handleTokenize)
 	s.handle(api, http.MethodPost, "/detokenize", accessAPI, s.handleDetokenize)
 	s.handle(api, http.MethodGet, "/-/status", accessAdmin, s.handleAdminStatus)
+	s.handle(api, http.MethodPost, "/v1/load_lora_adapter", accessAdmin, s.handleLoadAdapter)
+	s.handle(api, http.MethodPost, "/v1/unload_lora_adapter", accessAdmin, s.handleUnloadAdapter)
 	r.NoRoute(func(c *gin.Context) {
 		s.fail(c, openai.NotFound("", "unknown_url", "unknown endpoint %s %s", c.Request.Method, clip(c.Request.URL.Path)))
 	})

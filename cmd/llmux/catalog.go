@@ -179,7 +179,7 @@ func (f *serveFlags) catalog(logger *slog.Logger) (*multiplex.Catalog, error) {
 		home, _ := os.UserHomeDir()
 		ollama = multiplex.DefaultOllamaDir(os.Getenv("OLLAMA_MODELS"), home)
 	}
-	c, err := multiplex.NewCatalog(multiplex.CatalogOptions{Models: list, ModelsDirs: f.modelsDir.v, OllamaDir: ollama})
+	c, err := multiplex.NewCatalog(multiplex.CatalogOptions{Models: list, ModelsDirs: f.modelsDir.v, OllamaDir: ollama, AdapterDirs: f.loraDir.v})
 	if err != nil {
 		return nil, err
 	}

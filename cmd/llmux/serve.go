@@ -37,6 +37,7 @@ type serveFlags struct {
 	model           *listFlag
 	modelName       *string
 	modelsDir       *listFlag
+	loraDir         *listFlag
 	lora            *loraFlag
 	ollamaModels    *string
 	maxModels       *int
@@ -89,6 +90,8 @@ func newServeFlags() *serveFlags {
 	f.lora = &loraFlag{}
 	fs.Var(f.lora, "lora", "name=N,base=B,path=P[,scale=S]: a LoRA adapter of the configured model B, served as N and B:N; repeatable")
 	f.modelName = fs.String("model-name", "", "model id clients send, when one --model is given (default: the file name without .gguf)")
+	f.loraDir = &listFlag{}
+	fs.Var(f.loraDir, "lora-dir", "directory from which POST /v1/load_lora_adapter may register adapters (admin key required); repeatable")
 	f.modelsDir = &listFlag{}
 	fs.Var(f.modelsDir, "models-dir", "serve every .gguf file in this directory under its file name; repeatable")
 	f.ollamaModels = fs.String("ollama-models", "", "ollama's model store, whose models are served by their ollama names (default: $OLLAMA_MODELS or ~/.ollama/models, when it exists)")
