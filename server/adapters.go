@@ -31,7 +31,7 @@ func (s *Server) adapters(c *gin.Context) (llm.AdapterManager, bool) {
 // file must lie in a directory given by --lora-dir.
 func (s *Server) handleLoadAdapter(c *gin.Context) {
 	var req adapterRequest
-	if e := decode(c, &req); e != nil {
+	if e := s.decode(c, &req); e != nil {
 		s.fail(c, e)
 		return
 	}
@@ -54,7 +54,7 @@ func (s *Server) handleLoadAdapter(c *gin.Context) {
 // handleUnloadAdapter is POST /v1/unload_lora_adapter (admin).
 func (s *Server) handleUnloadAdapter(c *gin.Context) {
 	var req adapterRequest
-	if e := decode(c, &req); e != nil {
+	if e := s.decode(c, &req); e != nil {
 		s.fail(c, e)
 		return
 	}
