@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -43,8 +44,13 @@ func TestRegisteringAnAdapterAtRunTime(t *testing.T) {
 	if status, _ := load(string(good), nil); status != 401 {
 		t.Fatalf("without the admin key: %d, want 401", status)
 	}
-	outside, _ := json.Marshal(map[string]string{"lora_name": "evil", "lora_path": base})
-	if status, e := load(string(outside), admin); status != 400 || e == nil || strings.Contains(e.Message, filepath.Dir(base)) {
+	// A real adapter file, but outside the adapter directories.
+	elsewhere := filepath.Join(t.TempDir(), "elsewhere.gguf")
+	if data, err := os.ReadFile(lora); err != nil || os.WriteFile(elsewhere, data, 0o644) != nil {
+		t.Fatal("copying the adapter")
+	}
+	outside, _ := json.Marshal(map[string]string{"lora_name": "evil", "lora_path": elsewhere})
+	if status, e := load(string(outside), admin); status != 400 || e == nil || strings.Contains(e.Message, filepath.Dir(lora)) {
 		t.Fatalf("a path outside the adapter directories: %d %+v", status, e)
 	}
 	if status, e := load(`{"lora_name":"x","lora_path":"../../etc/passwd"}`, admin); status != 400 {
