@@ -221,21 +221,26 @@ type backend interface {
 	Run(ctx context.Context) error
 }
 
-func runServe(ctx context.Context, args []string) error {
-	f := newServeFlags()
-	if err := f.parse(args); err != nil {
-		return err
+// setup parses serve's flags and the settings serve and replica share:
+// the logger (also made the default), --gpu-layers and --tensor-split.
+func setup(args []string) (f *serveFlags, logger *slog.Logger, gpuLayers int, split []float32, err error) {
+	f = newServeFlags()
+	if err = f.parse(args); err != nil {
+		return
 	}
-	logger, err := newLogger(*f.logLevel, *f.logFormat)
-	if err != nil {
-		return err
+	if logger, err = newLogger(*f.logLevel, *f.logFormat); err != nil {
+		return
 	}
 	slog.SetDefault(logger)
-	layers, err := parseGPULayers(*f.gpuLayers)
-	if err != nil {
-		return err
+	if gpuLayers, err = parseGPULayers(*f.gpuLayers); err != nil {
+		return
 	}
-	split, err := parseTensorSplit(*f.tensorSplit)
+	split, err = parseTensorSplit(*f.tensorSplit)
+	return
+}
+
+func runServe(ctx context.Context, args []string) error {
+	f, logger, layers, split, err := setup(args)
 	if err != nil {
 		return err
 	}
@@ -418,20 +423,7 @@ func runReplica(ctx context.Context, args []string) error {
 	if sock == "" {
 		return fmt.Errorf("replica: --socket PATH is required (llmux serve starts replicas itself)")
 	}
-	f := newServeFlags()
-	if err := f.parse(rest); err != nil {
-		return err
-	}
-	logger, err := newLogger(*f.logLevel, *f.logFormat)
-	if err != nil {
-		return err
-	}
-	slog.SetDefault(logger)
-	layers, err := parseGPULayers(*f.gpuLayers)
-	if err != nil {
-		return err
-	}
-	split, err := parseTensorSplit(*f.tensorSplit)
+	f, logger, layers, split, err := setup(rest)
 	if err != nil {
 		return err
 	}
