@@ -73,13 +73,13 @@ type replicaGPUs struct {
 // setting: auto offloads as much as fits (the rest runs on the CPU); an
 // explicit number or -1 asks for that and the model must fit. Without
 // GPUs every replica runs on the CPU.
-func placeReplicas(node gpu.Node, n int, m modelSize, share float64, gpuLayers int) ([]replicaGPUs, error) {
+func placeReplicas(node gpu.Node, n int, m modelSize, share float64, gpuLayers int) ([]replicaGPUs, gpu.Plan, error) {
 	out := make([]replicaGPUs, n)
 	if len(node.Devices) == 0 {
 		for i := range out {
 			out[i] = replicaGPUs{Env: []string{"CUDA_VISIBLE_DEVICES="}, Args: []string{"--gpu-layers", "0"}, Desc: "CPU only (no GPU)"}
 		}
-		return out, nil
+		return out, gpu.Plan{}, nil
 	}
 	reqs := make([]gpu.Request, n)
 	for i := range reqs {
@@ -90,7 +90,7 @@ func placeReplicas(node gpu.Node, n int, m modelSize, share float64, gpuLayers i
 	}
 	plan, err := gpu.Place(node, reqs)
 	if err != nil {
-		return nil, fmt.Errorf("placing %d replica(s) on the GPUs: %w", n, err)
+		return nil, plan, fmt.Errorf("placing %d replica(s) on the GPUs: %w", n, err)
 	}
 	for i, a := range plan.Assignments {
 		layers := a.GPULayers
@@ -107,5 +107,5 @@ func placeReplicas(node gpu.Node, n int, m modelSize, share float64, gpuLayers i
 		}
 		out[i] = r
 	}
-	return out, nil
+	return out, plan, nil
 }

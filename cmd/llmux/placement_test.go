@@ -44,7 +44,7 @@ func TestPlaceReplicasGivesEachProcessItsGPUs(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := placeReplicas(c.node, c.n, c.model, c.share, c.layers)
+			got, _, err := placeReplicas(c.node, c.n, c.model, c.share, c.layers)
 			if c.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 					t.Fatalf("got %v, want an error with %q", err, c.wantErr)

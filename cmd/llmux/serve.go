@@ -267,19 +267,23 @@ func runServe(ctx context.Context, args []string) error {
 		return b, int(info.Layers), nil
 	})
 	registry := prometheus.NewRegistry()
+	gpuMetrics := gpu.NewCollector(gpus)
 	if gpus.Available() {
-		registry.MustRegister(gpu.NewCollector(gpus))
+		registry.MustRegister(gpuMetrics)
 	}
 	var be backend = pool
 	deployments := func() any {
 		return []deploymentStatus{{Name: "llm", Kind: "llm", Replicas: []replica.ReplicaStatus{{Name: "in-process", PID: os.Getpid(), State: "ready", Models: []string{}}}}}
 	}
 	if *f.replicas > 0 {
-		placed, err := placeReplicas(node, *f.replicas, largest, *f.gpus, layers)
+		placed, plan, err := placeReplicas(node, *f.replicas, largest, *f.gpus, layers)
 		if err != nil {
 			return err
 		}
+		gpuMetrics.SetPlan(plan)
+		offload := make([]string, len(placed))
 		for i, p := range placed {
+			offload[i] = p.Desc
 			logger.Info("replica placement", "replica", fmt.Sprintf("replica-%d", i), "gpus", p.Env[0], "offload", p.Desc)
 		}
 		set, dir, err := f.replicaSet(args, logger, placed)
@@ -288,12 +292,15 @@ func runServe(ctx context.Context, args []string) error {
 		}
 		defer os.RemoveAll(dir)
 		be = set
-		deployments = func() any { return []deploymentStatus{{Name: "llm", Kind: "llm", Replicas: set.Status()}} }
+		deployments = func() any {
+			return []deploymentStatus{{Name: "llm", Kind: "llm", Replicas: set.Status(), Offload: offload}}
+		}
 	} else if layers == gpuLayersAuto && len(node.Devices) > 0 {
-		placed, err := placeReplicas(node, 1, largest, *f.gpus, layers)
+		placed, plan, err := placeReplicas(node, 1, largest, *f.gpus, layers)
 		if err != nil {
 			return err
 		}
+		gpuMetrics.SetPlan(plan)
 		logger.Info("placement", "gpus", placed[0].Env[0], "offload", placed[0].Desc)
 		if n, err := parseGPULayers(placed[0].Args[1]); err == nil {
 			loader.GPULayers = n
@@ -343,6 +350,9 @@ type deploymentStatus struct {
 	Name     string                  `json:"name"`
 	Kind     string                  `json:"kind"`
 	Replicas []replica.ReplicaStatus `json:"replicas"`
+	// Offload says, per replica, where its model runs ("all layers on 1
+	// GPU(s)", "CPU only (no GPU)", ...).
+	Offload []string `json:"offload,omitempty"`
 }
 
 // pool builds the catalog and the pool that serves it in this process,
