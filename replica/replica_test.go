@@ -53,7 +53,7 @@ func localPool(t *testing.T) (*multiplex.Pool, *scheduler.Scheduler) {
 
 // overSocket serves backend on a Unix socket in this process and returns
 // a client of it.
-func overSocket(t *testing.T, backend llm.Backend) *Client {
+func overSocket(t testing.TB, backend llm.Backend) *Client {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "r.sock")
 	ln, err := net.Listen("unix", path)
