@@ -20,6 +20,10 @@
 #          server log.
 #   load   inter-token latency of 4 streams on m1 while m2 is loaded and
 #          unloaded every 2 s (--keep-alive 1s) vs without loads.
+#   adapters  16 streams spread over 8 LoRA adapters of m1 (rank 16,
+#          attn_q,attn_v,ffn_up) vs 16 streams on one adapter, and one
+#          adapter vs the base model; --parallel 16, 128-word prompts,
+#          128-token outputs; KV layout KV_LAYOUT (unified).
 #
 # Environment: PAIRS (3), CHURN_PROMPTS (96), THREADS (nproc).
 set -euo pipefail
@@ -100,6 +104,24 @@ for part in "${parts[@]}"; do
       streams-alone "\"\$work/serve\" $M --keep-alive 1s && $streams --label alone --output \"\$RECORD_DIR/streams-alone-\$PAIR.json\""
     record pairs-itl-loads ./bin/llmux bench pairs --metric itl.p99_ms --a "$RECORD_DIR/streams-with-loads-[0-9].json" --b "$RECORD_DIR/streams-alone-[0-9].json"
     record loads-during-streams grep -cE "model loaded.*model=m2" "$RECORD_DIR/serve.log" || true
+    ;;
+  adapters)
+    loras=()
+    for i in 1 2 3 4 5 6 7 8; do
+      [ -f "$work/a$i.gguf" ] || ./bin/llmux models synth-lora --base "$work/m1.gguf" --rank 16 --seed "$i" "$work/a$i.gguf" >/dev/null 2>&1
+      loras+=(--lora "name=a$i,base=m1,path=$work/a$i.gguf")
+    done
+    printf -v L '%q ' "${loras[@]}"
+    aserve="\"\$work/serve\" --model m1=$work/m1.gguf --ollama-models $work/no-ollama $L --parallel 16 --ctx-size 16384 --kv-layout ${KV_LAYOUT:-unified}"
+    aload="--dataset-name random --random-input-len 128 --random-output-len 128 --ignore-eos --max-concurrency 16 --num-prompts 32 --warmup 2"
+    interleave "$PAIRS" \
+      adapters-8 "$aserve && $bench --models a1,a2,a3,a4,a5,a6,a7,a8 --model-dist cycle $aload --label eight-adapters --output \"\$RECORD_DIR/adapters-8-\$PAIR.json\"" \
+      adapters-1 "$aserve && $bench --model a1 $aload --label one-adapter --output \"\$RECORD_DIR/adapters-1-\$PAIR.json\""
+    record pairs-adapters-8-vs-1 ./bin/llmux bench pairs --metric output_throughput --a "$RECORD_DIR/adapters-8-[0-9].json" --b "$RECORD_DIR/adapters-1-[0-9].json"
+    interleave "$PAIRS" \
+      adapter-one "$aserve && $bench --model a1 $aload --label one-adapter --output \"\$RECORD_DIR/adapter-one-\$PAIR.json\"" \
+      base-alone "$aserve && $bench --model m1 $aload --label base --output \"\$RECORD_DIR/base-alone-\$PAIR.json\""
+    record pairs-adapter-vs-base ./bin/llmux bench pairs --metric output_throughput --a "$RECORD_DIR/adapter-one-[0-9].json" --b "$RECORD_DIR/base-alone-[0-9].json"
     ;;
   *) echo "multiplex: unknown part $part" >&2; exit 2 ;;
   esac
