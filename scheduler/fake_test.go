@@ -279,7 +279,11 @@ func TestFakePreemption(t *testing.T) {
 				if !slices.Equal(r.tokens[0], want[i]) {
 					t.Errorf("request %d:\n got  %v\n want %v", i, r.tokens[0], want[i])
 				}
-				if r.usage.Preemptions > 0 && r.usage.WastedTokens == 0 {
+				// A sequence the planner preempts has outgrown the KV with
+				// tokens it computed, so it wastes some. (One preempted
+				// after the engine's no-space error may have been in its
+				// first chunk, with nothing computed yet.)
+				if noSpace == 0 && r.usage.Preemptions > 0 && r.usage.WastedTokens == 0 {
 					t.Errorf("request %d: %d preemptions but no wasted tokens", i, r.usage.Preemptions)
 				}
 			}
