@@ -30,7 +30,7 @@ LDFLAGS := -X 'main.version=$(VERSION)' -X 'main.cpuTarget=$(LLMUX_CPU)' -X 'mai
 BIN := bin/llmux
 ARGS ?=
 
-.PHONY: help setup setup-build build serve test test-short bench vet env clean
+.PHONY: help setup setup-build build serve test test-short fuzz bench vet env clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,6 +50,17 @@ serve: build ## set up, build and serve the embedded default model on :8080
 test: setup ## run every test (race detector on)
 	go vet ./...
 	LLMUX_REQUIRE_NODE=1 go test -race -p 1 -count=1 -timeout 60m ./...
+
+# Fuzz targets: package and name. `make test` runs their seed corpora
+# (testdata/fuzz and f.Add) as ordinary tests; `make fuzz` fuzzes each
+# for FUZZTIME.
+FUZZ_TARGETS := ./openai:FuzzRequests ./openai:FuzzToolStream ./models:FuzzInspect ./engine:FuzzDetokenizer
+FUZZTIME ?= 1m
+
+fuzz: setup-build ## run every fuzz target for FUZZTIME (default 1m)
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
+	  echo "fuzz $$name ($$pkg) for $(FUZZTIME)"; \
+	  go test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done
 
 test-short: setup ## fast tests only
 	go test -short -p 1 -count=1 ./...

@@ -73,6 +73,12 @@ func Inspect(path string) (*Info, error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return nil, err
 	}
+	if err := checkBounds(f, st.Size()); err != nil {
+		return nil, fmt.Errorf("model %s: corrupt GGUF header: %w", path, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
 	g, err := decodeGGUF(f)
 	if err != nil {
 		return nil, fmt.Errorf("model %s: corrupt GGUF header: %w", path, err)
