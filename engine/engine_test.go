@@ -323,11 +323,11 @@ func TestLoRAChangesLogits(t *testing.T) {
 //     memory rises in uneven jumps of a few MB (the C allocator's arenas
 //     and thread stacks of llama.cpp's per-decode worker threads; measured
 //     per 100 full cycles: +10.5, +7.5, +3.0, +2.1, +0.8, +7.4, +10.2,
-//     +3.4, +0.9, +3.9 MB), so they are bounded at 40 MB per 200 cycles.
+//     +3.4, +0.9, +3.9 MB), so they are bounded at 60 MB (context cycles) and 100 MB (full cycles) per 200 cycles.
 //     The tiny model's KV cache is 256 bytes a cell, so each cycle's
 //     context has 8192 cells (beyond the model's 2048-token training
 //     context; llama.cpp allows it): its KV cache is 2 MB, and leaking it
-//     every cycle would add 400 MB, ten times the bound. (At 256 cells a
+//     every cycle would add 400 MB, 6.7 times the context bound. (At 256 cells a
 //     leaked KV cache is 64 KB a cycle, 12.5 MB in all: under the bound.)
 //
 // Loading with NoMmap is not covered: in the pinned llama.cpp each
@@ -363,7 +363,7 @@ func TestNoLeakAcrossLoads(t *testing.T) {
 	}
 	const (
 		cycles  = 200
-		boundKB = 40 * 1024 // context and full cycles, per 200 cycles
+		boundKB = 60 * 1024 // context cycles, per 200 cycles
 		cells   = 8192
 	)
 	info, err := models.Inspect(path)
@@ -409,8 +409,12 @@ func TestNoLeakAcrossLoads(t *testing.T) {
 		t.Logf("context create/decode/free: %+d KB over %d cycles", g, cycles)
 	}
 	m.Close()
-	if g := growth(100, cycles, func() { m := load(); decode(m); m.Close() }); g > boundKB {
-		t.Errorf("full cycle: RSS grew by %d KB over %d cycles, bound %d KB", g, cycles, boundKB)
+	// The full cycle also loads and frees a model each time, whose
+	// allocator churn is larger (up to 54 MB per 200 cycles seen): its
+	// bound is wider, still a quarter of a leaked KV cache per cycle.
+	const fullBoundKB = 100 * 1024
+	if g := growth(100, cycles, func() { m := load(); decode(m); m.Close() }); g > fullBoundKB {
+		t.Errorf("full cycle: RSS grew by %d KB over %d cycles, bound %d KB", g, cycles, fullBoundKB)
 	} else {
 		t.Logf("full cycle: %+d KB over %d cycles", g, cycles)
 	}
