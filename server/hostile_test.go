@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/llmux/llmux/engine"
 	"github.com/llmux/llmux/models/modeltest"
 	"github.com/llmux/llmux/openai"
 	"github.com/llmux/llmux/scheduler"
@@ -56,20 +55,7 @@ type served struct {
 func serveTiny(t *testing.T, opts Options, so scheduler.Options, run bool) *served {
 	t.Helper()
 	path := modeltest.Preset(t, "tiny")
-	m, err := engine.LoadModel(path, engine.ModelOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if so.Parallel == 0 {
-		so.Parallel = 4
-	}
-	if so.Cells == 0 {
-		so.Cells = 2048
-	}
-	sched, err := scheduler.New(m, so)
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, sched := loadScheduler(t, path, so)
 	schedCtx, stopSched := context.WithCancel(context.Background())
 	schedDone := make(chan struct{})
 	if run {

@@ -33,7 +33,9 @@ type testServer struct {
 	model  string
 }
 
-func startServer(t testing.TB, path string, opts Options, so scheduler.Options) *testServer {
+// loadScheduler loads the model at path and builds a scheduler over it
+// (4 sequences and 2048 cells unless so says otherwise), not yet running.
+func loadScheduler(t testing.TB, path string, so scheduler.Options) (*engine.Model, *scheduler.Scheduler) {
 	t.Helper()
 	m, err := engine.LoadModel(path, engine.ModelOptions{})
 	if err != nil {
@@ -47,8 +49,15 @@ func startServer(t testing.TB, path string, opts Options, so scheduler.Options) 
 	}
 	sched, err := scheduler.New(m, so)
 	if err != nil {
+		m.Close()
 		t.Fatal(err)
 	}
+	return m, sched
+}
+
+func startServer(t testing.TB, path string, opts Options, so scheduler.Options) *testServer {
+	t.Helper()
+	m, sched := loadScheduler(t, path, so)
 	ctx, cancel := context.WithCancel(context.Background())
 	go sched.Run(ctx)
 	name := strings.TrimSuffix(filepath.Base(path), ".gguf")
