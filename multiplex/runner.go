@@ -35,9 +35,6 @@ func NewRunner(name string, sched *scheduler.Scheduler) *Runner {
 // embedding context).
 func (r *Runner) Close() { r.embed.close() }
 
-// Scheduler is the runner's scheduler.
-func (r *Runner) Scheduler() *scheduler.Scheduler { return r.sched }
-
 // Info describes the runner's model under the name it is served as.
 func (r *Runner) Info(id string) llm.ModelInfo {
 	return llm.ModelInfo{ID: id, State: llm.StateLoaded, VocabSize: r.model.VocabSize(), Context: r.sched.SeqContext(),

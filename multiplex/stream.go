@@ -20,7 +20,6 @@ type stream struct {
 	model  *engine.Model
 	header llm.Header
 	subs   []*scheduler.Stream
-	n      int // choices per prompt
 
 	merged chan tagged // several prompts only
 	// stop ends the forwarders (several prompts only).
@@ -48,7 +47,7 @@ type tagged struct {
 var _ llm.Stream = (*stream)(nil)
 
 func newStream(m *engine.Model, h llm.Header, subs []*scheduler.Stream, n int) *stream {
-	s := &stream{model: m, header: h, subs: subs, n: n}
+	s := &stream{model: m, header: h, subs: subs}
 	if len(subs) > 1 {
 		var ctx context.Context
 		ctx, s.stop = context.WithCancel(context.Background())

@@ -62,9 +62,23 @@ func largestModel(c *multiplex.Catalog, size func(multiplex.Entry) (int64, int, 
 
 // replicaGPUs is one replica's share of the GPUs: what its process gets.
 type replicaGPUs struct {
-	Env  []string // CUDA_VISIBLE_DEVICES by UUID
-	Args []string // --gpu-layers and --tensor-split
-	Desc string   // for the log
+	Env         []string // CUDA_VISIBLE_DEVICES by UUID
+	GPULayers   int
+	TensorSplit []float32 // nil unless the model is spanned
+	Desc        string    // for the log
+}
+
+// Args are the replica process's --gpu-layers and --tensor-split.
+func (r replicaGPUs) Args() []string {
+	args := []string{"--gpu-layers", strconv.Itoa(r.GPULayers)}
+	if len(r.TensorSplit) > 0 {
+		parts := make([]string, len(r.TensorSplit))
+		for j, v := range r.TensorSplit {
+			parts[j] = strconv.FormatFloat(float64(v), 'f', 4, 32)
+		}
+		args = append(args, "--tensor-split", strings.Join(parts, ","))
+	}
+	return args
 }
 
 // placeReplicas places n replicas of a model of the given size on the
@@ -77,7 +91,7 @@ func placeReplicas(node gpu.Node, n int, m modelSize, share float64, gpuLayers i
 	out := make([]replicaGPUs, n)
 	if len(node.Devices) == 0 {
 		for i := range out {
-			out[i] = replicaGPUs{Env: []string{"CUDA_VISIBLE_DEVICES="}, Args: []string{"--gpu-layers", "0"}, Desc: "CPU only (no GPU)"}
+			out[i] = replicaGPUs{Env: []string{"CUDA_VISIBLE_DEVICES="}, Desc: "CPU only (no GPU)"}
 		}
 		return out, gpu.Plan{}, nil
 	}
@@ -97,14 +111,7 @@ func placeReplicas(node gpu.Node, n int, m modelSize, share float64, gpuLayers i
 		if gpuLayers != gpuLayersAuto && len(a.GPUs) > 0 {
 			layers = gpuLayers
 		}
-		r := replicaGPUs{Env: []string{"CUDA_VISIBLE_DEVICES=" + a.CUDAVisibleDevices()}, Args: []string{"--gpu-layers", strconv.Itoa(layers)}, Desc: a.Offloaded(m.Layers)}
-		if len(a.TensorSplit) > 0 {
-			parts := make([]string, len(a.TensorSplit))
-			for j, v := range a.TensorSplit {
-				parts[j] = strconv.FormatFloat(float64(v), 'f', 4, 32)
-			}
-			r.Args = append(r.Args, "--tensor-split", strings.Join(parts, ","))
-		}
+		r := replicaGPUs{Env: []string{"CUDA_VISIBLE_DEVICES=" + a.CUDAVisibleDevices()}, GPULayers: layers, TensorSplit: a.TensorSplit, Desc: a.Offloaded(m.Layers)}
 		out[i] = r
 	}
 	return out, plan, nil

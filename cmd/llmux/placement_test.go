@@ -58,13 +58,13 @@ func TestPlaceReplicasGivesEachProcessItsGPUs(t *testing.T) {
 				t.Fatalf("%d placements, want %d", len(got), len(c.want))
 			}
 			for i, p := range got {
-				line := strings.Join(append(append([]string{}, p.Env...), p.Args...), " ")
+				line := strings.Join(append(append([]string{}, p.Env...), p.Args()...), " ")
 				if !strings.Contains(line, c.want[i]) {
 					t.Errorf("replica %d: got %q, want it to contain %q", i, line, c.want[i])
 				}
 			}
 			if c.name == "auto offloads what fits and runs the rest on the CPU" {
-				n, _ := parseGPULayers(got[0].Args[1])
+				n := got[0].GPULayers
 				if n <= 0 || n >= 32 {
 					t.Fatalf("auto placed %d of 32 layers on an 8 GiB GPU for a 16 GiB model, want some but not all", n)
 				}

@@ -302,12 +302,7 @@ func runServe(ctx context.Context, args []string) error {
 		}
 		gpuMetrics.SetPlan(plan)
 		logger.Info("placement", "gpus", placed[0].Env[0], "offload", placed[0].Desc)
-		if n, err := parseGPULayers(placed[0].Args[1]); err == nil {
-			loader.GPULayers = n
-		}
-		if len(placed[0].Args) > 3 {
-			loader.TensorSplit, _ = parseTensorSplit(placed[0].Args[3])
-		}
+		loader.GPULayers, loader.TensorSplit = placed[0].GPULayers, placed[0].TensorSplit
 	}
 	limits := openai.DefaultLimits()
 	limits.MaxTokens, limits.MaxN = *f.maxTokens, *f.maxN
@@ -412,7 +407,7 @@ func (f *serveFlags) replicaSet(args []string, logger *slog.Logger, placed []rep
 		Process: replica.ProcessOptions{Name: "replica", Command: command, Env: os.Environ(), SocketDir: dir},
 		// Each replica gets its GPUs: later flags and environment win.
 		Customize: func(i int, po *replica.ProcessOptions) {
-			po.Command = append(po.Command, placed[i].Args...)
+			po.Command = append(po.Command, placed[i].Args()...)
 			po.Env = append(po.Env, placed[i].Env...)
 		}}), dir, nil
 }
