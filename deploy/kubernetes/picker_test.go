@@ -1,0 +1,219 @@
+package kubernetes
+
+// The endpoint picker's own code at v1.5.0 reading a live llmux under a
+// known load: its default data layer built from our EndpointPickerConfig
+// (the metrics data source polling /metrics, the core metrics extractor
+// with the llmux engineConfig, chosen by the pod's engine-type label), and
+// its legacy metrics client with the same metric names.
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	dto "github.com/prometheus/client_model/go"
+	"k8s.io/apimachinery/pkg/types"
+
+	backendmetrics "sigs.k8s.io/gateway-api-inference-extension/pkg/epp/backend/metrics"
+	fwkdl "sigs.k8s.io/gateway-api-inference-extension/pkg/epp/framework/interface/datalayer"
+)
+
+// pickerLoad is what a test puts on llmux and expects the picker to read.
+type pickerLoad struct {
+	Running, Waiting int
+	// Active must be among the picker's active models (running_lora_adapters).
+	Active []string
+}
+
+// pickerLLMuxConfig is an llmux config for the load tests: `parallel`
+// sequence slots, a context long enough that the long generations never
+// fill it (so none is preempted or ends while the picker reads), and a
+// queue deadline long enough that queued requests are not refused.
+func pickerLLMuxConfig(base string, loras map[string]string, parallel, replicas int) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "host: 127.0.0.1\nparallel: %d\nreplicas: %d\nthreads: %d\n", parallel, replicas, replicas)
+	b.WriteString("ctx_size: 131072\nmax_tokens_limit: 131072\nqueue_timeout: 30m\nlog_format: json\n")
+	fmt.Fprintf(&b, "models:\n  - name: base\n    path: %s\n    pinned: true\n    adapters:\n", base)
+	for _, name := range slices.Sorted(maps.Keys(loras)) {
+		fmt.Fprintf(&b, "      - name: %s\n        path: %s\n", name, loras[name])
+	}
+	return []byte(b.String())
+}
+
+// longGeneration is far longer than any test waits: it holds its slot
+// until the test hangs up.
+const longGeneration = 100_000
+
+// loadLLMux starts one streaming generation per model in running and waits
+// until each has streamed a token (it holds a slot), then starts one per
+// model in queued, which find every slot taken.
+func loadLLMux(t *testing.T, p *llmuxProcess, running, queued []string) {
+	t.Helper()
+	var gens []*generation
+	for _, m := range running {
+		g := startGeneration(t, p, m, longGeneration)
+		gens = append(gens, g)
+		g.waitFirstToken(t, time.Minute)
+	}
+	for _, m := range queued {
+		startGeneration(t, p, m, longGeneration)
+	}
+	for _, g := range gens {
+		if !g.running() {
+			t.Fatalf("a running generation on %s ended", g.Model)
+		}
+	}
+}
+
+// checkPickerMetrics compares what the picker read with the load, and
+// with llmux's own per-model series scraped just after (KV cells only
+// grow while the streams run, so a later scrape bounds the ratio).
+func checkPickerMetrics(m *fwkdl.Metrics, want pickerLoad, fams map[string]*dto.MetricFamily) (bool, string) {
+	desc := fmt.Sprintf("picker read %+v", *m)
+	var problems []string
+	if m.RunningRequestsSize != want.Running {
+		problems = append(problems, fmt.Sprintf("running %d, want %d", m.RunningRequestsSize, want.Running))
+	}
+	if m.WaitingQueueSize != want.Waiting {
+		problems = append(problems, fmt.Sprintf("waiting %d, want %d", m.WaitingQueueSize, want.Waiting))
+	}
+	used, cells := sumGauge(fams["llmux_kv_cells_used"]), sumGauge(fams["llmux_kv_cells"])
+	if m.KVCacheUsagePercent <= 0 || m.KVCacheUsagePercent > 1 {
+		problems = append(problems, fmt.Sprintf("KV usage %v, want in (0, 1]", m.KVCacheUsagePercent))
+	} else if cells > 0 && m.KVCacheUsagePercent > used/cells+1e-9 {
+		problems = append(problems, fmt.Sprintf("KV usage %v above llmux's cells used %v / cells %v", m.KVCacheUsagePercent, used, cells))
+	}
+	for _, a := range want.Active {
+		if _, ok := m.ActiveModels[a]; !ok {
+			problems = append(problems, fmt.Sprintf("%q not among active models %v", a, slices.Sorted(maps.Keys(m.ActiveModels))))
+		}
+	}
+	if m.MaxActiveModels < len(m.ActiveModels) {
+		problems = append(problems, fmt.Sprintf("max active models %d below the %d active", m.MaxActiveModels, len(m.ActiveModels)))
+	}
+	if m.CacheBlockSize <= 0 || m.CacheNumBlocks <= 0 {
+		problems = append(problems, fmt.Sprintf("cache geometry %d × %d", m.CacheBlockSize, m.CacheNumBlocks))
+	} else if int(cells)/m.CacheBlockSize != m.CacheNumBlocks {
+		problems = append(problems, fmt.Sprintf("%d blocks of %d, llmux has %v KV cells", m.CacheNumBlocks, m.CacheBlockSize, cells))
+	}
+	if len(problems) > 0 {
+		return false, desc + ": " + strings.Join(problems, "; ")
+	}
+	return true, desc
+}
+
+func sumGauge(f *dto.MetricFamily) float64 {
+	var s float64
+	for _, m := range f.GetMetric() {
+		s += m.GetGauge().GetValue()
+	}
+	return s
+}
+
+// pickerEndpoint registers llmux with a data-layer runtime built from the
+// EndpointPickerConfig in the manifests, as the EPP does for a pod of the
+// pool: same labels as the llmux pod template, metrics host = llmux's
+// address. The runtime polls it every 50 ms from then on.
+func pickerEndpoint(t *testing.T, ctx context.Context, objs []object, p *llmuxProcess) fwkdl.Endpoint {
+	t.Helper()
+	e := loadEPPPod(t, objs)
+	pod := loadLLMuxPod(t, objs)
+	_, _, rt := loadPicker(t, ctx, e.ConfigText)
+	host, port, err := net.SplitHostPort(p.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := &fwkdl.EndpointMetadata{
+		NamespacedName: types.NamespacedName{Namespace: pod.Deployment.Namespace, Name: pod.Deployment.Name + "-0"},
+		PodName:        pod.Deployment.Name + "-0",
+		Address:        host,
+		Port:           port,
+		MetricsHost:    p.Addr,
+		Labels:         maps.Clone(pod.Deployment.Spec.Template.Labels),
+	}
+	ep := rt.NewEndpoint(ctx, meta, nil)
+	if ep == nil {
+		t.Fatal("the data-layer runtime made no endpoint")
+	}
+	t.Cleanup(func() { rt.ReleaseEndpoint(ep) })
+	return ep
+}
+
+// legacyClient is the EPP's legacy metrics client with the metric names
+// of the llmux engineConfig in the manifests.
+func legacyClient(t *testing.T, objs []object) backendmetrics.PodMetricsClient {
+	t.Helper()
+	e := loadEPPPod(t, objs)
+	pod := loadLLMuxPod(t, objs)
+	raw, _, _ := loadPicker(t, context.Background(), e.ConfigText)
+	engines, _, _ := engineConfigs(t, raw)
+	ec := engines[pod.Deployment.Spec.Template.Labels[engineTypeLabel]]
+	c, err := backendmetrics.NewPodMetricsClientImpl(logr.Discard(), backendmetrics.Config{
+		ModelServerMetricsScheme:     "http",
+		ModelServerMetricsPath:       "/metrics",
+		TotalQueuedRequestsMetric:    ec["queuedRequestsSpec"],
+		TotalRunningRequestsMetric:   ec["runningRequestsSpec"],
+		KVCacheUsagePercentageMetric: ec["kvUsageSpec"],
+		LoRAInfoMetric:               ec["loraSpec"],
+		CacheInfoMetric:              ec["cacheInfoSpec"],
+	})
+	if err != nil {
+		t.Fatalf("legacy metrics client: %v", err)
+	}
+	return c
+}
+
+// expectPickerReads polls both readers until each reports the load.
+func expectPickerReads(t *testing.T, objs []object, p *llmuxProcess, want pickerLoad) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	t.Run("data layer", func(t *testing.T) {
+		ep := pickerEndpoint(t, ctx, objs, p)
+		waitFor(t, time.Minute, "the picker's data layer reads the load", func() (bool, string) {
+			return checkPickerMetrics(ep.GetMetrics(), want, scrape(t, p))
+		})
+	})
+	t.Run("legacy client", func(t *testing.T) {
+		c := legacyClient(t, objs)
+		meta := &fwkdl.EndpointMetadata{MetricsHost: p.Addr}
+		waitFor(t, time.Minute, "the picker's legacy client reads the load", func() (bool, string) {
+			m, err := c.FetchMetrics(ctx, meta, fwkdl.NewMetrics())
+			if err != nil {
+				return false, err.Error()
+			}
+			return checkPickerMetrics(m, want, scrape(t, p))
+		})
+	})
+}
+
+// Two slots: one stream on the base model and one on adapter ad1 hold
+// them, three more requests queue behind.
+func TestPickerReadsQueueRunningKVAndAdaptersOfALiveLLMux(t *testing.T) {
+	bin := llmuxBin(t)
+	objs := loadManifests(t)
+	base, loras := synthModels(t, bin, t.TempDir(), 131072, "ad1", "ad2")
+	p := startLLMux(t, bin, pickerLLMuxConfig(base, loras, 2, 1))
+	loadLLMux(t, p, []string{"base", "ad1"}, []string{"base", "ad2", "ad1"})
+	expectPickerReads(t, objs, p, pickerLoad{Running: 2, Waiting: 3, Active: []string{"base", "ad1"}})
+}
+
+// Two replica processes of two slots each: the picker must read the
+// pod's totals, not one replica's (it takes a single series per figure).
+func TestPickerReadsThePodsTotalsAcrossReplicas(t *testing.T) {
+	bin := llmuxBin(t)
+	objs := loadManifests(t)
+	base, loras := synthModels(t, bin, t.TempDir(), 131072)
+	p := startLLMux(t, bin, pickerLLMuxConfig(base, loras, 2, 2))
+	var running []string
+	for range 4 {
+		running = append(running, "base")
+	}
+	loadLLMux(t, p, running, []string{"base", "base", "base"})
+	expectPickerReads(t, objs, p, pickerLoad{Running: 4, Waiting: 3})
+}
