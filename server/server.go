@@ -134,6 +134,7 @@ func New(backend llm.Backend, opts Options) *Server {
 	}
 	s := &Server{backend: backend, opts: opts, limits: limits, created: time.Now().Unix(), log: opts.Logger, access: map[string]access{}}
 	s.metrics = newMetrics(opts.Registry)
+	opts.Registry.MustRegister(newPodCollector(backend))
 	if c, ok := backend.(prometheus.Collector); ok {
 		opts.Registry.MustRegister(c)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 	"gopkg.in/yaml.v3"
 
@@ -267,13 +268,15 @@ func runServe(ctx context.Context, args []string) error {
 		return b, int(info.Layers), nil
 	})
 	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	gpuMetrics := gpu.NewCollector(gpus)
 	if gpus.Available() {
 		registry.MustRegister(gpuMetrics)
 	}
 	var be backend = pool
-	deployments := func() any {
-		return []deploymentStatus{{Name: "llm", Kind: "llm", Replicas: []replica.ReplicaStatus{{Name: "in-process", PID: os.Getpid(), State: "ready", Models: []string{}}}}}
+	deployments := func() []deploymentStatus {
+		l := pool.Load()
+		return []deploymentStatus{{Name: "llm", Kind: "llm", Replicas: []replica.ReplicaStatus{{Name: "in-process", PID: os.Getpid(), State: "ready", Ongoing: l.Running + l.Waiting, Models: []string{}}}}}
 	}
 	if *f.replicas > 0 {
 		placed, plan, err := placeReplicas(node, *f.replicas, largest, *f.gpus, layers)
@@ -292,7 +295,7 @@ func runServe(ctx context.Context, args []string) error {
 		}
 		defer os.RemoveAll(dir)
 		be = set
-		deployments = func() any {
+		deployments = func() []deploymentStatus {
 			return []deploymentStatus{{Name: "llm", Kind: "llm", Replicas: set.Status(), Offload: offload}}
 		}
 	} else if layers == gpuLayersAuto && len(node.Devices) > 0 {
@@ -304,11 +307,12 @@ func runServe(ctx context.Context, args []string) error {
 		logger.Info("placement", "gpus", placed[0].Env[0], "offload", placed[0].Desc)
 		loader.GPULayers, loader.TensorSplit = placed[0].GPULayers, placed[0].TensorSplit
 	}
+	registry.MustRegister(deploymentCollector{status: func() []deploymentStatus { return deployments() }})
 	limits := openai.DefaultLimits()
 	limits.MaxTokens, limits.MaxN = *f.maxTokens, *f.maxN
 	srv := server.New(be, server.Options{
 		APIKeys: splitComma(*f.apiKeys), AdminKeys: splitComma(*f.adminKeys), MetricsAuth: *f.metricsAuth,
-		AllowedHosts: splitComma(*f.allowedHosts), RequestTimeout: *f.requestTimeout, CORSOrigins: splitComma(*f.cors), Deployments: deployments,
+		AllowedHosts: splitComma(*f.allowedHosts), RequestTimeout: *f.requestTimeout, CORSOrigins: splitComma(*f.cors), Deployments: func() any { return deployments() },
 		MaxBodyBytes: *f.maxBody, Limits: &limits, ShutdownTimeout: *f.shutdownTimeout, Version: version, Logger: logger,
 		Registry: registry,
 	})
