@@ -16,6 +16,7 @@ package llm
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"time"
 )
 
@@ -108,6 +109,30 @@ type LoadInfo struct {
 	Unready string `json:"unready,omitempty"`
 }
 
+// Add adds another backend's load to l: counts and bounds add up, names
+// join (Tidy sorts them and drops repeats), the first reason to be
+// unready stays.
+func (l *LoadInfo) Add(x LoadInfo) {
+	l.Running += x.Running
+	l.Waiting += x.Waiting
+	l.KVCellsActive += x.KVCellsActive
+	l.KVCells += x.KVCells
+	l.Active = append(l.Active, x.Active...)
+	l.Loading = append(l.Loading, x.Loading...)
+	l.MaxActive += x.MaxActive
+	if l.Unready == "" {
+		l.Unready = x.Unready
+	}
+}
+
+// Tidy sorts the names and drops repeats.
+func (l *LoadInfo) Tidy() {
+	slices.Sort(l.Active)
+	l.Active = slices.Compact(l.Active)
+	slices.Sort(l.Loading)
+	l.Loading = slices.Compact(l.Loading)
+}
+
 // Message is one chat message, already in the form the chat template
 // receives (tool definitions and calls rendered as text).
 type Message struct {
@@ -153,7 +178,10 @@ type Params struct {
 	PresencePenalty  float32 `json:"presence_penalty,omitempty"`
 	FrequencyPenalty float32 `json:"frequency_penalty,omitempty"`
 	Seed             uint32  `json:"seed"`
-	LogitBias        []Bias  `json:"logit_bias,omitempty"`
+	// SeedGiven says the client chose Seed (rather than the server at
+	// random): its output is reproducible, so a response cache may keep it.
+	SeedGiven bool   `json:"seed_given,omitempty"`
+	LogitBias []Bias `json:"logit_bias,omitempty"`
 	// Constraint holds the output to a JSON form, compiled to a grammar
 	// behind the boundary.
 	Constraint  *Constraint `json:"constraint,omitempty"`

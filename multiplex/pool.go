@@ -421,9 +421,7 @@ func (p *Pool) Load() llm.LoadInfo {
 	} else {
 		l.MaxActive = len(l.Active)
 	}
-	slices.Sort(l.Active)
-	l.Active = slices.Compact(l.Active)
-	slices.Sort(l.Loading)
+	l.Tidy()
 	return l
 }
 

@@ -474,24 +474,15 @@ func (s *Set) Load() llm.LoadInfo {
 			continue
 		}
 		x := p.client.Load()
-		l.Running += x.Running
-		l.Waiting += x.Waiting
-		l.KVCellsActive += x.KVCellsActive
-		l.KVCells += x.KVCells
-		l.Active = append(l.Active, x.Active...)
-		l.Loading = append(l.Loading, x.Loading...)
-		l.MaxActive += x.MaxActive
-		if x.Unready != "" && l.Unready == "" {
-			l.Unready = m.name + ": " + x.Unready
+		if x.Unready != "" {
+			x.Unready = m.name + ": " + x.Unready
 		}
+		l.Add(x)
 	}
 	if !s.anyReady() {
 		l.Unready = "no replica is ready"
 	}
-	slices.Sort(l.Active)
-	l.Active = slices.Compact(l.Active)
-	slices.Sort(l.Loading)
-	l.Loading = slices.Compact(l.Loading)
+	l.Tidy()
 	return l
 }
 

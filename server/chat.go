@@ -34,6 +34,7 @@ func (s *Server) handleChat(c *gin.Context) {
 		}
 	}
 	lreq := &llm.Request{ID: requestIDOf(c), TraceParent: c.GetString(traceParentKey), Model: req.Model, Messages: chatMessages(req.TemplateMessages()), Params: req.Params(top, seedFor(req.Seed))}
+	lreq.Params.SeedGiven = req.Seed != nil
 	s.limits.BoundParams(&lreq.Params)
 	st, err := s.start(c.Request.Context(), lreq)
 	if err != nil {

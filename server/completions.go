@@ -27,6 +27,7 @@ func (s *Server) handleCompletions(c *gin.Context) {
 		top = *req.Logprobs
 	}
 	lreq := &llm.Request{ID: requestIDOf(c), TraceParent: c.GetString(traceParentKey), Model: req.Model, Prompts: prompts, Echo: req.Echo, Params: req.Sampling.Params(req.MaxTokens, top, seedFor(req.Seed))}
+	lreq.Params.SeedGiven = req.Seed != nil
 	s.limits.BoundParams(&lreq.Params)
 	st, err := s.start(c.Request.Context(), lreq)
 	if err != nil {
