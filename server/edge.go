@@ -31,6 +31,12 @@ const (
 	accessMetrics               // /metrics: public, or an API or admin key with MetricsAuth
 )
 
+// Authenticator admits a request to the API routes or says why not (a
+// 401, or a 429 for a key over its rate limit); middleware.Auth is one.
+type Authenticator interface {
+	Check(r *http.Request) *openai.Error
+}
+
 // handle registers a route with its access class.
 func (s *Server) handle(g gin.IRoutes, method, path string, a access, h ...gin.HandlerFunc) {
 	s.access[method+" "+path] = a
@@ -52,15 +58,11 @@ func (s *Server) authorize(c *gin.Context) {
 			return
 		}
 	case accessAPI:
-		if len(s.opts.APIKeys) == 0 {
+		if s.opts.Auth == nil {
 			break
 		}
-		if _, ok := bearer(c); !ok {
-			s.fail(c, openai.Unauthorized("missing API key: send Authorization: Bearer <key>"))
-			return
-		}
-		if !keyMatches(c, s.opts.APIKeys) {
-			s.fail(c, openai.Unauthorized("incorrect API key"))
+		if e := s.opts.Auth.Check(c.Request); e != nil {
+			s.fail(c, e)
 			return
 		}
 	default: // accessAdmin

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/llmux/llmux/llm"
+	"github.com/llmux/llmux/middleware"
 	"github.com/llmux/llmux/openai"
 )
 
@@ -25,6 +26,9 @@ type Options struct {
 	// APIKeys, when set, are required as "Authorization: Bearer KEY" on
 	// every route but /health, /ready and /metrics.
 	APIKeys []string
+	// Auth, when set, admits requests to the API routes instead of
+	// APIKeys: the application's auth middleware (per-key rate limits).
+	Auth Authenticator
 	// AdminKeys are required on admin routes (/admin/...); without them
 	// the admin routes answer 403.
 	AdminKeys []string
@@ -131,6 +135,11 @@ func New(backend llm.Backend, opts Options) *Server {
 	limits := openai.DefaultLimits()
 	if opts.Limits != nil {
 		limits = *opts.Limits
+	}
+	if opts.Auth == nil && len(opts.APIKeys) > 0 {
+		if a, err := middleware.KeysAuth(opts.APIKeys); err == nil {
+			opts.Auth = a
+		}
 	}
 	s := &Server{backend: backend, opts: opts, limits: limits, created: time.Now().Unix(), log: opts.Logger, access: map[string]access{}}
 	s.metrics = newMetrics(opts.Registry)
