@@ -265,3 +265,58 @@ func TestApplicationsUnderPrefixes(t *testing.T) {
 		t.Fatalf("unknown prefix: %d %s", r.StatusCode, body)
 	}
 }
+
+// TestClassifierRouterRoutesByTheSmallModelsLabel: the classifier router
+// asks a real (tiny) model for a label; the grammar holds its answer to
+// one of the labels, and the request is answered by that label's
+// deployment.
+func TestClassifierRouterRoutesByTheSmallModelsLabel(t *testing.T) {
+	e := env(t, Builtin())
+	spec, err := New("classified").
+		LLM("chat-llm", "tiny").
+		LLM("code-llm", "small").
+		Deploy("router", "classifier-router", middleware.ClassifierRouterConfig{
+			Classifier: "chat-llm", Model: "tiny", Default: "chat-llm",
+			Routes: map[string]string{"code": "code-llm", "chat": "chat-llm"}, Models: map[string]string{"code": "small", "chat": "tiny"},
+		}, "chat-llm", "code-llm").
+		Ingress("router").Spec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := Build(spec, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var cfg middleware.ClassifierRouterConfig
+	cfg.Classifier, cfg.Model, cfg.Default, cfg.Routes = "chat-llm", "tiny", "chat-llm", map[string]string{"code": "code-llm", "chat": "chat-llm"}
+	cfg.Models = map[string]string{"code": "small", "chat": "tiny"}
+	router, err := middleware.NewClassifierRouter(cfg, []*deploy.Handle{a.Handles["chat-llm"], a.Handles["code-llm"]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &llm.Request{Model: "tiny", Messages: []llm.Message{{Role: "user", Content: "write a function that sorts a list"}},
+		Params: llm.Params{MaxTokens: 12, N: 1, Temperature: 1, Seed: seed, SeedGiven: true}}
+	label, le := router.Classify(ctx, req)
+	if le != nil {
+		t.Fatal(le)
+	}
+	if label != "code" && label != "chat" {
+		t.Fatalf("the classifier's answer named no label: %q", label)
+	}
+	to := map[string]string{"code": "code-llm", "chat": "chat-llm"}[label]
+	model := map[string]string{"code-llm": "small", "chat-llm": "tiny"}[to]
+	direct := *req
+	direct.Model = model
+	want, le := a.Handles[to].Call(ctx, &direct)
+	if le != nil {
+		t.Fatal(le)
+	}
+	got, le := a.Handles["router"].Call(ctx, req)
+	if le != nil {
+		t.Fatal(le)
+	}
+	if got.Texts[0] != want.Texts[0] {
+		t.Fatalf("label %q: routed answer %q, %s alone %q", label, got.Texts[0], to, want.Texts[0])
+	}
+}

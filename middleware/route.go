@@ -159,8 +159,10 @@ type ClassifierRouterConfig struct {
 	// for (empty: the request's own).
 	Classifier string `json:"classifier" yaml:"classifier"`
 	Model      string `json:"model,omitempty" yaml:"model,omitempty"`
-	// Routes maps each label to the deployment for it.
+	// Routes maps each label to the deployment for it, and Models,
+	// optionally, to the model to ask that deployment for.
 	Routes map[string]string `json:"routes" yaml:"routes"`
+	Models map[string]string `json:"models,omitempty" yaml:"models,omitempty"`
 	// Default is the deployment when the answer names no label.
 	Default string `json:"default" yaml:"default"`
 	// Instruction opens the question; the labels and the prompt follow.
@@ -187,8 +189,8 @@ type ClassifierRouter struct {
 	cfg        ClassifierRouterConfig
 	classifier *deploy.Handle
 	labels     []string // longest first, so "code review" wins over "code"
-	routes     map[string]*deploy.Handle
-	def        *deploy.Handle
+	routes     map[string]target
+	def        target
 }
 
 // NewClassifierRouter builds the router.
@@ -199,12 +201,12 @@ func NewClassifierRouter(cfg ClassifierRouterConfig, calls []*deploy.Handle) (*C
 	if cfg.Instruction == "" {
 		cfg.Instruction = "Classify the request below. Answer with exactly one label and nothing else."
 	}
-	c := &ClassifierRouter{cfg: cfg, routes: map[string]*deploy.Handle{}}
+	c := &ClassifierRouter{cfg: cfg, routes: map[string]target{}}
 	var err error
 	if c.classifier, err = byName(calls, cfg.Classifier); err != nil {
 		return nil, fmt.Errorf("classifier: %w", err)
 	}
-	if c.def, err = byName(calls, cfg.Default); err != nil {
+	if c.def.h, err = byName(calls, cfg.Default); err != nil {
 		return nil, fmt.Errorf("default: %w", err)
 	}
 	for label, to := range cfg.Routes {
@@ -212,8 +214,13 @@ func NewClassifierRouter(cfg ClassifierRouterConfig, calls []*deploy.Handle) (*C
 		if err != nil {
 			return nil, fmt.Errorf("routes.%s: %w", label, err)
 		}
-		c.routes[strings.ToLower(label)] = h
+		c.routes[strings.ToLower(label)] = target{h: h, model: cfg.Models[label]}
 		c.labels = append(c.labels, strings.ToLower(label))
+	}
+	for label := range cfg.Models {
+		if _, ok := cfg.Routes[label]; !ok {
+			return nil, fmt.Errorf("models.%s: no route has this label", label)
+		}
 	}
 	slices.SortFunc(c.labels, func(a, b string) int { return len(b) - len(a) })
 	return c, nil
@@ -263,8 +270,8 @@ func (c *ClassifierRouter) Generate(ctx context.Context, req *llm.Request) (llm.
 		return nil, e
 	}
 	to := c.def
-	if h, ok := c.routes[label]; ok {
-		to = h
+	if t, ok := c.routes[label]; ok {
+		to = t
 	}
-	return to.Stream(ctx, req)
+	return to.stream(ctx, req)
 }
