@@ -34,12 +34,10 @@ func TestMain(m *testing.M) {
 // deployment's backend; it stops when the test ends.
 func startPool(t *testing.T, name, path string) *multiplex.Pool {
 	t.Helper()
-	cat, err := multiplex.NewCatalog(multiplex.CatalogOptions{Models: []multiplex.ModelConfig{{Name: name, Path: path}}})
+	p, err := multiplex.NewLocalPool([]multiplex.ModelConfig{{Name: name, Path: path}}, scheduler.Options{Parallel: 4, Cells: 1024})
 	if err != nil {
 		t.Fatal(err)
 	}
-	el := &multiplex.EngineLoader{Catalog: cat, Defaults: scheduler.Options{Parallel: 4, Cells: 1024}}
-	p := multiplex.NewPool(multiplex.PoolOptions{Catalog: cat, Load: el.Load, Size: el.Size})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); p.Run(ctx) }()

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,14 @@ type Options struct {
 	// APIKeys, when set, are required as "Authorization: Bearer KEY" on
 	// every route but /health, /ready and /metrics.
 	APIKeys []string
+	// Application marks a server that is one application's routes under
+	// a prefix: its /metrics has its own request series only (the
+	// pod-wide and model series are the root server's).
+	Application bool
+	// Applications are served beside this server's routes, each under
+	// its route prefix (stripped before it sees the request); they do
+	// their own auth and limits.
+	Applications []Mounted
 	// Auth, when set, admits requests to the API routes instead of
 	// APIKeys: the application's auth middleware (per-key rate limits).
 	Auth Authenticator
@@ -86,6 +95,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	router  *gin.Engine
+	handler http.Handler // router, or a dispatcher in front of it and the mounted applications
 
 	// traceWrite, when set (benchmarks), is told each streamed event's
 	// request id and scheduler emission time right after it is flushed.
@@ -143,16 +153,40 @@ func New(backend llm.Backend, opts Options) *Server {
 	}
 	s := &Server{backend: backend, opts: opts, limits: limits, created: time.Now().Unix(), log: opts.Logger, access: map[string]access{}}
 	s.metrics = newMetrics(opts.Registry)
-	opts.Registry.MustRegister(newPodCollector(backend))
-	if c, ok := backend.(prometheus.Collector); ok {
-		opts.Registry.MustRegister(c)
+	if !opts.Application {
+		opts.Registry.MustRegister(newPodCollector(backend))
+		if c, ok := backend.(prometheus.Collector); ok {
+			opts.Registry.MustRegister(c)
+		}
 	}
 	s.router = s.routes()
+	s.handler = s.router
+	if len(opts.Applications) > 0 {
+		s.handler = http.HandlerFunc(s.dispatch)
+	}
 	return s
 }
 
-// Handler is the server's http.Handler.
-func (s *Server) Handler() http.Handler { return s.router }
+// Mounted is an application's handler and where it is mounted.
+type Mounted struct {
+	Prefix  string // "/name", no trailing slash
+	Handler http.Handler
+}
+
+// Handler is the server's http.Handler: its own routes, and the mounted
+// applications under their prefixes.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// dispatch sends a request under a mounted prefix to its application.
+func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
+	for _, m := range s.opts.Applications {
+		if strings.HasPrefix(r.URL.Path, m.Prefix+"/") {
+			http.StripPrefix(m.Prefix, m.Handler).ServeHTTP(w, r)
+			return
+		}
+	}
+	s.router.ServeHTTP(w, r)
+}
 
 func (s *Server) routes() *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
@@ -196,7 +230,7 @@ func (s *Server) routes() *gin.Engine {
 func (s *Server) httpServer(ctx context.Context, ln net.Listener) *http.Server {
 	loopback := isLoopback(ln.Addr())
 	return &http.Server{
-		Handler:           s.router,
+		Handler:           s.handler,
 		MaxHeaderBytes:    s.opts.MaxHeaderBytes,
 		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
 		IdleTimeout:       s.opts.IdleTimeout,
