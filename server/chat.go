@@ -188,8 +188,12 @@ func strp(s string) *string { return &s }
 // (when asked, with the timings object) and [DONE], and the Server-Timing
 // trailer.
 func (s *Server) endStream(c *gin.Context, started bool, err error, g generation, usage func() any, so *openai.StreamOptions) {
-	if ctx := c.Request.Context(); ctx.Err() != nil && !timedOut(ctx) {
-		return // the client left; nothing to say
+	if ctx := c.Request.Context(); ctx.Err() != nil {
+		cause := endedByServer(ctx)
+		if cause == nil {
+			return // the client left; nothing to say
+		}
+		err = cause
 	}
 	if err != nil {
 		if !started {

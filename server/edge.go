@@ -211,10 +211,21 @@ func (s *Server) deadline(c *gin.Context) {
 	c.Next()
 }
 
-// timedOut reports whether ctx ended at the request timeout (rather than
-// because the client left).
-func timedOut(ctx context.Context) bool {
-	return ctx.Err() != nil && context.Cause(ctx) == error(errRequestTimeout)
+// errShuttingDown is the cause of a request's context ending when the
+// server stops after its drain timeout.
+var errShuttingDown = openai.Unavailable("the server is shutting down")
+
+// endedByServer is why the server ended ctx — the request timeout or the
+// end of a drain — or nil when it has not ended or the client left.
+func endedByServer(ctx context.Context) *openai.Error {
+	if ctx.Err() == nil {
+		return nil
+	}
+	switch cause := context.Cause(ctx); cause {
+	case error(errRequestTimeout), error(errShuttingDown):
+		return cause.(*openai.Error)
+	}
+	return nil
 }
 
 func ptrTo(s string) *string { return &s }

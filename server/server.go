@@ -234,17 +234,23 @@ func (s *Server) httpServer(ctx context.Context, ln net.Listener) *http.Server {
 		MaxHeaderBytes:    s.opts.MaxHeaderBytes,
 		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
 		IdleTimeout:       s.opts.IdleTimeout,
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ConnContext:       func(c context.Context, _ net.Conn) context.Context { return context.WithValue(c, boundKey{}, loopback) },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 }
 
-// Serve serves on ln until ctx ends, then drains: new generation requests
-// get 503, running ones have ShutdownTimeout to finish, and after that the
-// connections are closed. It returns once everything has stopped.
+// Serve serves on ln until ctx ends, then drains. The listener stays
+// open while draining, so that readiness answers 503 at once and new
+// generation requests get 503 rather than a refused connection (a load
+// balancer that has not yet noticed keeps getting clear answers); running
+// requests have ShutdownTimeout to finish; those still running then end
+// with an error (an SSE error event on a stream) and the server closes.
+// It returns once everything has stopped.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	hs := s.httpServer(ctx, ln)
+	base, stop := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer stop(nil)
+	hs := s.httpServer(base, ln)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
@@ -254,11 +260,24 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	s.draining.Store(true)
 	s.log.Info("draining", "timeout", s.opts.ShutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
+	idle := make(chan struct{})
+	go func() { s.inflight.Wait(); close(idle) }()
+	timer := time.NewTimer(s.opts.ShutdownTimeout)
+	defer timer.Stop()
+	select {
+	case <-idle:
+	case <-timer.C:
+		s.log.Warn("shutdown deadline passed; ending the requests still running")
+		stop(errShuttingDown)
+		select {
+		case <-idle:
+		case <-time.After(2 * time.Second):
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	err := hs.Shutdown(sctx)
 	if errors.Is(err, context.DeadlineExceeded) {
-		s.log.Warn("shutdown deadline passed; closing open streams")
 		err = hs.Close()
 	}
 	if e := <-errc; !errors.Is(e, http.ErrServerClosed) && err == nil {
