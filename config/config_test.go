@@ -176,7 +176,7 @@ func TestMistakes(t *testing.T) {
 		{"UnknownApplicationKey", "applications:\n  - name: a\n    route: /x\n    deployments: [{name: r, kind: echo}]\n", 3, 5, "applications[0].route", `unknown key "route" in an application`, "route_prefix"},
 		{"UnknownDeploymentKey", app1 + "      - name: r\n        kind: echo\n        replica: 2\n", 7, 9, "applications[0].deployments[0].replica", `unknown key "replica" in a deployment`, "did you mean replicas?"},
 		{"UnknownMiddlewareKey", "applications:\n  - name: a\n    middleware:\n      - kind: auth\n        cfg: {keys: [k]}\n    deployments: [{name: r, kind: echo}]\n", 5, 9, "applications[0].middleware[0].cfg", `unknown key "cfg" in a middleware entry`, ""},
-		{"UnknownModelsKey", "models:\n  - name: m\n    alias: [x]\n", 3, 5, "models[0].alias", `unknown key "alias" in a testmodel entry`, "did you mean aliases?"},
+		{"UnknownModelsKey", "models:\n  - name: m\n    alias: [x]\n", 3, 5, "models[0].alias", `unknown key "alias" in an entry of models`, "did you mean aliases?"},
 		{"UnknownKind", app1 + "      - name: r\n        kind: rooter\n", 6, 15, "applications[0].deployments[0].kind", `unknown deployment kind "rooter"`, "echo, router"},
 		{"MissingHandle", app1 + "      - name: r\n        kind: router\n        calls: [x, nope]\n      - {name: x, kind: echo}\n", 7, 20, "applications[0].deployments[0].calls[1]", `calls "nope"`, "define it"},
 		{"Cycle", app1 + "      - {name: r, kind: router, calls: [b]}\n      - {name: b, kind: router, calls: [c]}\n      - {name: c, kind: router, calls: [b]}\n", 5, 7, "applications[0].deployments", "cycle: b → c → b", ""},

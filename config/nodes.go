@@ -70,11 +70,17 @@ var nouns = map[reflect.Type]string{
 	reflect.TypeFor[app.MiddlewareSpec](): "a middleware entry",
 }
 
-func noun(t reflect.Type) string {
+func noun(t reflect.Type, path string) string {
 	if n, ok := nouns[t]; ok {
 		return n
 	}
-	return "a " + strings.ToLower(t.Name()) + " entry"
+	if i := strings.LastIndex(path, "["); i > 0 {
+		path = path[:i]
+	}
+	if i := strings.LastIndex(path, "."); i >= 0 {
+		path = path[i+1:]
+	}
+	return "an entry of " + path
 }
 
 // shape checks that node n can be decoded into a value of type t: the
@@ -94,7 +100,7 @@ func (c *checker) shape(n *yaml.Node, t reflect.Type, path string) bool {
 	case reflect.Interface:
 	case reflect.Struct:
 		if n.Kind != yaml.MappingNode {
-			c.wrongType(n, path, fmt.Sprintf("%s is a mapping of keys, not %s", noun(t), describe(n)), "write its keys indented below it")
+			c.wrongType(n, path, fmt.Sprintf("%s is a mapping of keys, not %s", noun(t, path), describe(n)), "write its keys indented below it")
 			break
 		}
 		fields := yamlFields(t)
@@ -110,7 +116,7 @@ func (c *checker) shape(n *yaml.Node, t reflect.Type, path string) bool {
 				if s := nearest(k.Value, names); s != "" {
 					fix = "did you mean " + s + "?"
 				}
-				c.at(k, join(path, k.Value), fmt.Sprintf("unknown key %q in %s", k.Value, noun(t)), fix)
+				c.at(k, join(path, k.Value), fmt.Sprintf("unknown key %q in %s", k.Value, noun(t, path)), fix)
 				continue
 			}
 			c.shape(v, ft, join(path, k.Value))
