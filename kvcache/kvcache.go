@@ -64,10 +64,13 @@ type Stats struct {
 	TokensReused int64 `json:"tokens_reused"`
 	Evictions    int64 `json:"evictions"`
 	CellsUsed    int   `json:"cells_used"`
-	Cells        int   `json:"cells"`
-	SlotsActive  int   `json:"slots_active"`
-	SlotsCached  int   `json:"slots_cached"`
-	Slots        int   `json:"slots"`
+	// CellsActive is the cells held by active slots (a shared prefix
+	// counts once); CellsUsed adds the cells kept for prefix reuse.
+	CellsActive int `json:"cells_active"`
+	Cells       int `json:"cells"`
+	SlotsActive int `json:"slots_active"`
+	SlotsCached int `json:"slots_cached"`
+	Slots       int `json:"slots"`
 }
 
 // ErrNoSlot is returned by Acquire when every slot is held by a running
@@ -96,6 +99,7 @@ type node struct {
 	parent   *node
 	children []*node
 	holders  map[int]struct{}
+	mark     uint64 // the Stats call that last counted it
 }
 
 // Cache tracks slots and their prefix tree.
@@ -106,6 +110,7 @@ type Cache struct {
 	slots []slot
 	used  int // cells in use
 	tick  uint64
+	marks uint64 // Stats calls, to count shared nodes once
 	stats Stats
 }
 
@@ -271,10 +276,17 @@ func (c *Cache) Reclaimable() int {
 func (c *Cache) Stats() Stats {
 	s := c.stats
 	s.CellsUsed, s.Cells, s.Slots = c.used, c.opts.Cells, len(c.slots)
+	c.marks++
 	for i := range c.slots {
 		switch c.slots[i].state {
 		case slotActive:
 			s.SlotsActive++
+			for _, nd := range c.slots[i].path {
+				if nd.mark != c.marks {
+					nd.mark = c.marks
+					s.CellsActive += len(nd.tokens)
+				}
+			}
 		case slotCached:
 			s.SlotsCached++
 		}

@@ -163,11 +163,17 @@ func TestSharedPrefixIsReused(t *testing.T) {
 	if used := c.Stats().CellsUsed; used != 400+30+25 {
 		t.Fatalf("cells used %d, want %d (prefix stored once)", used, 400+30+25)
 	}
+	if active := c.Stats().CellsActive; active != 400+30+25 {
+		t.Fatalf("cells active %d, want %d (the shared prefix counted once)", active, 400+30+25)
+	}
 	if got := f.tokensOf(t, lb.Slot); !slices.Equal(got, b) {
 		t.Fatalf("slot holds %v..., want b", got[:5])
 	}
 	// The same prompt again reuses all but its last token.
 	la.Release(true)
+	if st := c.Stats(); st.CellsActive != 400+25 || st.CellsUsed != 400+30+25 {
+		t.Fatalf("after a release: active %d used %d, want 425 active of 455 used (the released tail is kept for reuse)", st.CellsActive, st.CellsUsed)
+	}
 	lc, _ := c.Acquire(a)
 	if lc.Reused != len(a)-1 {
 		t.Fatalf("identical prompt reused %d, want %d", lc.Reused, len(a)-1)

@@ -16,6 +16,7 @@ package llm
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"time"
 )
 
@@ -79,10 +80,57 @@ type ModelInfo struct {
 	Embedding int `json:"embedding,omitempty"`
 }
 
-// LoadInfo is a backend's current load.
+// LoadInfo is a backend's current load, summed over its models (and
+// replicas): what a router outside the process — the Gateway API Inference
+// Extension's endpoint picker — needs to choose between servers.
 type LoadInfo struct {
+	// Running is the sequences holding a KV slot.
 	Running int `json:"running"`
+	// Waiting is the sequences queued for admission plus the requests
+	// waiting for their model to load.
 	Waiting int `json:"waiting"`
+	// KVCellsActive is the KV cells held by running sequences (a prefix
+	// shared by several counts once); KVCells is all cells of the loaded
+	// models.
+	KVCellsActive int `json:"kv_cells_active"`
+	KVCells       int `json:"kv_cells"`
+	// Active is the models and adapters that serve a request without a
+	// load (resident base models and the adapters loaded on them), sorted;
+	// Loading the ones requests are waiting to have loaded.
+	Active  []string `json:"active,omitempty"`
+	Loading []string `json:"loading,omitempty"`
+	// MaxActive is how many models and adapters can be active at once:
+	// the base-model bound (--max-models, else every catalog base) plus
+	// the catalog's adapters, which load beside their base without
+	// evicting anything. Zero when unknown.
+	MaxActive int `json:"max_active,omitempty"`
+	// Unready says why the backend cannot take work yet (a pinned model
+	// still loading, no replica up); empty when ready.
+	Unready string `json:"unready,omitempty"`
+}
+
+// Add adds another backend's load to l: counts and bounds add up, names
+// join (Tidy sorts them and drops repeats), the first reason to be
+// unready stays.
+func (l *LoadInfo) Add(x LoadInfo) {
+	l.Running += x.Running
+	l.Waiting += x.Waiting
+	l.KVCellsActive += x.KVCellsActive
+	l.KVCells += x.KVCells
+	l.Active = append(l.Active, x.Active...)
+	l.Loading = append(l.Loading, x.Loading...)
+	l.MaxActive += x.MaxActive
+	if l.Unready == "" {
+		l.Unready = x.Unready
+	}
+}
+
+// Tidy sorts the names and drops repeats.
+func (l *LoadInfo) Tidy() {
+	slices.Sort(l.Active)
+	l.Active = slices.Compact(l.Active)
+	slices.Sort(l.Loading)
+	l.Loading = slices.Compact(l.Loading)
 }
 
 // Message is one chat message, already in the form the chat template
@@ -111,6 +159,9 @@ type Request struct {
 	Params   Params    `json:"params"`
 	// Echo asks for the prompts' text in the Header.
 	Echo bool `json:"echo,omitempty"`
+	// TraceParent is the caller's W3C traceparent, carried to where the
+	// request runs (handles, replica processes) for their logs.
+	TraceParent string `json:"traceparent,omitempty"`
 }
 
 // Params say how to continue a prompt. The zero value of each optional
@@ -127,7 +178,10 @@ type Params struct {
 	PresencePenalty  float32 `json:"presence_penalty,omitempty"`
 	FrequencyPenalty float32 `json:"frequency_penalty,omitempty"`
 	Seed             uint32  `json:"seed"`
-	LogitBias        []Bias  `json:"logit_bias,omitempty"`
+	// SeedGiven says the client chose Seed (rather than the server at
+	// random): its output is reproducible, so a response cache may keep it.
+	SeedGiven bool   `json:"seed_given,omitempty"`
+	LogitBias []Bias `json:"logit_bias,omitempty"`
 	// Constraint holds the output to a JSON form, compiled to a grammar
 	// behind the boundary.
 	Constraint  *Constraint `json:"constraint,omitempty"`
@@ -227,11 +281,12 @@ type Usage struct {
 
 // Timings split a request's life into phases.
 type Timings struct {
-	Load    time.Duration `json:"load,omitempty"` // waiting for its model or adapter to load
-	Queued  time.Duration `json:"queued"`         // arrival to first scheduled
-	Prefill time.Duration `json:"prefill"`        // first scheduled to first token
-	Decode  time.Duration `json:"decode"`         // first token to finish
-	TTFT    time.Duration `json:"ttft"`           // arrival to first token
+	Load    time.Duration `json:"load,omitempty"`  // waiting for its model or adapter to load
+	Start   time.Duration `json:"start,omitempty"` // waiting for a replica to start (scale from zero)
+	Queued  time.Duration `json:"queued"`          // arrival to first scheduled
+	Prefill time.Duration `json:"prefill"`         // first scheduled to first token
+	Decode  time.Duration `json:"decode"`          // first token to finish
+	TTFT    time.Duration `json:"ttft"`            // arrival to first token
 }
 
 // TokenizeRequest asks for a text's token ids under a model.

@@ -27,7 +27,7 @@ func roundTrip[T any](t *testing.T, name string, v T) {
 func TestBoundaryTypesRoundTripThroughJSON(t *testing.T) {
 	at := time.Date(2026, 11, 22, 10, 0, 0, 123456789, time.UTC)
 	roundTrip(t, "chat request", Request{
-		ID: "req-1", Model: "base:adapter",
+		ID: "req-1", Model: "base:adapter", TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
 		Messages: []Message{{Role: "system", Content: "be brief"}, {Role: "user", Content: "naïve café ✓"}},
 		Params: Params{
 			MaxTokens: 64, Temperature: 0.7, TopP: 0.9, TopK: 40, MinP: 0.05, RepeatPenalty: 1.1,
@@ -54,7 +54,7 @@ func TestBoundaryTypesRoundTripThroughJSON(t *testing.T) {
 	})
 	roundTrip(t, "header", Header{PromptTokens: []int{4, 7}, Echo: []string{"a", "b"}})
 	roundTrip(t, "model info", ModelInfo{ID: "a", Parent: "base", State: StateLoading, VocabSize: 512, Context: 2048, Parallel: 4, Embedding: 64})
-	roundTrip(t, "load", LoadInfo{Running: 3, Waiting: 1})
+	roundTrip(t, "load", LoadInfo{Running: 3, Waiting: 1, KVCellsActive: 40, KVCells: 512, Active: []string{"a", "a:lora"}, Loading: []string{"b"}, MaxActive: 3, Unready: "pinned model a is loading"})
 	roundTrip(t, "tokenize", TokenizeRequest{Model: "m", Text: "hi", AddSpecial: true})
 	roundTrip(t, "tokenized", TokenizeResult{Tokens: []int32{1, 2}, Context: 256})
 	roundTrip(t, "detokenize", DetokenizeRequest{Model: "m", Tokens: []int32{1}})

@@ -3,6 +3,7 @@ package multiplex
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/llmux/llmux/models"
@@ -69,5 +70,16 @@ func TestPoolServesAdapters(t *testing.T) {
 	}
 	if c := gen("tiny:c"); c == baseText || c == viaBase {
 		t.Fatalf("runtime adapter c gave %q (base %q, a %q)", c, baseText, viaBase)
+	}
+
+	// The load lists the resident base and the adapters loaded on it; the
+	// bound is the one base plus the catalog's three adapters; nothing
+	// runs, so no KV cell is active.
+	l := p.Load()
+	if !slices.Equal(l.Active, []string{"a", "b", "c", "tiny"}) || l.MaxActive != 4 || len(l.Loading) != 0 {
+		t.Fatalf("load: active %v loading %v max %d", l.Active, l.Loading, l.MaxActive)
+	}
+	if l.KVCells <= 0 || l.KVCellsActive != 0 || l.Running != 0 || l.Waiting != 0 || l.Unready != "" {
+		t.Fatalf("idle load: %+v", l)
 	}
 }

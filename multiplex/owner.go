@@ -342,6 +342,13 @@ func (o *owner) snapshot() PoolStats {
 		ms.InFlight, ms.Resident = r.inFlight, !r.loading
 		out.Models[name] = ms
 	}
+	for name, ws := range o.waiting {
+		if len(ws) > 0 {
+			ms := out.Models[name]
+			ms.Waiting = len(ws)
+			out.Models[name] = ms
+		}
+	}
 	return out
 }
 

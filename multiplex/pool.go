@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,6 +89,7 @@ type ModelStats struct {
 	Loads, LoadFailures, Evictions int64
 	LoadSeconds                    float64 // total time spent loading
 	InFlight                       int     // leases held now
+	Waiting                        int     // requests waiting for it to load
 	Resident                       bool
 }
 
@@ -377,14 +379,49 @@ func (p *Pool) Embed(ctx context.Context, req *llm.EmbedRequest) (*llm.EmbedResu
 	return withRunner(p, ctx, req.Model, func(r *Runner) (*llm.EmbedResult, *llm.Error) { return r.Embed(req) })
 }
 
-// Load sums the running and waiting sequences of every loaded model.
+// Load sums the load of every loaded model: its scheduler's sequences
+// and KV cells, and the requests waiting for a model to load. Active
+// lists the loaded models with their loaded adapters; MaxActive is the
+// base-model bound (--max-models, else the catalog's bases) plus the
+// catalog's adapters.
 func (p *Pool) Load() llm.LoadInfo {
 	var l llm.LoadInfo
-	for _, r := range p.Runners() {
+	for name, r := range p.Runners() {
 		st := r.sched.Stats()
 		l.Running += st.Running
 		l.Waiting += st.Waiting
+		l.KVCellsActive += st.KV.CellsActive
+		l.KVCells += st.KV.Cells
+		l.Active = append(l.Active, name)
+		l.Active = append(l.Active, st.Adapters...)
 	}
+	for name, m := range p.Stats().Models {
+		l.Waiting += m.Waiting
+		if m.Waiting > 0 {
+			l.Loading = append(l.Loading, name)
+		}
+	}
+	if c := p.opts.Catalog; c != nil {
+		bases, adapters := 0, 0
+		for _, e := range c.Entries() {
+			switch e.Kind {
+			case KindBase:
+				bases++
+				if e.Config.Pinned && !slices.Contains(l.Active, e.Name) && l.Unready == "" {
+					l.Unready = fmt.Sprintf("pinned model %s is not loaded yet", e.Name)
+				}
+			case KindAdapter:
+				adapters++
+			}
+		}
+		if p.opts.MaxModels > 0 {
+			bases = min(bases, p.opts.MaxModels)
+		}
+		l.MaxActive = bases + adapters
+	} else {
+		l.MaxActive = len(l.Active)
+	}
+	l.Tidy()
 	return l
 }
 

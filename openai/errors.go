@@ -81,6 +81,12 @@ func Overloaded(msg string, retry time.Duration) *Error {
 	return &Error{Status: http.StatusTooManyRequests, Type: TypeRateLimit, Code: strp("server_overloaded"), Message: msg, RetryAfter: retry}
 }
 
+// RateLimited is a 429 for a caller over its own rate limit (OpenAI's
+// rate_limit_exceeded).
+func RateLimited(msg string, retry time.Duration) *Error {
+	return &Error{Status: http.StatusTooManyRequests, Type: TypeRateLimit, Code: strp("rate_limit_exceeded"), Message: msg, RetryAfter: retry}
+}
+
 // Unavailable is a 503 (draining or not ready).
 func Unavailable(msg string) *Error {
 	return &Error{Status: http.StatusServiceUnavailable, Type: TypeUnavailable, Message: msg, RetryAfter: 5 * time.Second}

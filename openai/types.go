@@ -224,6 +224,24 @@ type ChatCompletion struct {
 	Usage             *Usage       `json:"usage,omitempty"`
 }
 
+// Timings says where a request's time went, in milliseconds: an llmux
+// extension on a stream's final chunk. The prompt_* / predicted_* / cache_n
+// fields mean what llama.cpp's server means by them; the phases before
+// them (queue, load, start) are llmux's.
+type Timings struct {
+	QueueMs            float64 `json:"queue_ms"`           // arrival to first scheduled
+	LoadMs             float64 `json:"load_ms,omitempty"`  // waiting for the model or adapter to load
+	StartMs            float64 `json:"start_ms,omitempty"` // waiting for a replica to start
+	TTFTMs             float64 `json:"ttft_ms"`            // arrival to first token
+	CacheN             int     `json:"cache_n"`            // prompt tokens reused from the prefix cache
+	PromptN            int     `json:"prompt_n"`           // prompt tokens evaluated
+	PromptMs           float64 `json:"prompt_ms"`          // first scheduled to first token
+	PromptPerSecond    float64 `json:"prompt_per_second"`
+	PredictedN         int     `json:"predicted_n"` // tokens generated
+	PredictedMs        float64 `json:"predicted_ms"`
+	PredictedPerSecond float64 `json:"predicted_per_second"`
+}
+
 // ChatChoice is one choice of a chat response.
 type ChatChoice struct {
 	Index        int           `json:"index"`
@@ -249,6 +267,8 @@ type ChatChunk struct {
 	SystemFingerprint string            `json:"system_fingerprint"`
 	Choices           []ChatChunkChoice `json:"choices"`
 	Usage             *Usage            `json:"usage,omitempty"`
+	// Timings is on the final (usage) chunk of a stream.
+	Timings *Timings `json:"timings,omitempty"`
 }
 
 // ChatChunkChoice is one choice's delta in a chunk.
@@ -296,6 +316,8 @@ type Completion struct {
 	SystemFingerprint string             `json:"system_fingerprint"`
 	Choices           []CompletionChoice `json:"choices"`
 	Usage             *Usage             `json:"usage,omitempty"`
+	// Timings is on the final (usage) chunk of a stream.
+	Timings *Timings `json:"timings,omitempty"`
 }
 
 // CompletionChoice is one completion choice.

@@ -3,6 +3,7 @@ package replica
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 
@@ -57,8 +58,15 @@ func (s *service) generate(st grpc.ServerStream) error {
 	if up.Request == nil {
 		return st.SendMsg(&genDown{Error: llm.Errorf(llm.CodeInvalid, "", "the stream did not start with a request")})
 	}
-	ls, e := s.backend.Generate(ctx, up.Request)
+	req := up.Request
+	log := slog.With("id", req.ID, "model", req.Model)
+	if req.TraceParent != "" {
+		log = log.With("traceparent", req.TraceParent)
+	}
+	log.Debug("replica: generate")
+	ls, e := s.backend.Generate(ctx, req)
 	if e != nil {
+		log.Warn("replica: request refused", "code", e.Code, "error", e.Message)
 		return st.SendMsg(&genDown{Error: e})
 	}
 	defer ls.Close()
@@ -94,6 +102,9 @@ func (s *service) generate(st grpc.ServerStream) error {
 			return err
 		}
 		if ev.Final {
+			if ev.Error != nil {
+				log.Warn("replica: request failed", "code", ev.Error.Code, "error", ev.Error.Message)
+			}
 			return nil
 		}
 		select {

@@ -461,19 +461,28 @@ func (s *Set) Embed(ctx context.Context, req *llm.EmbedRequest) (*llm.EmbedResul
 	return unaryOn(ctx, s, req.Model, func(c *Client) (*llm.EmbedResult, *llm.Error) { return c.Embed(ctx, req) })
 }
 
-// Load sums the ready replicas' running and waiting sequences.
+// Load sums the ready replicas' loads: sequences and KV cells add up,
+// active and loading names are the union, and MaxActive adds up (each
+// replica holds its own models). With no replica up the set is unready.
 func (s *Set) Load() llm.LoadInfo {
 	var l llm.LoadInfo
 	for _, m := range s.members {
 		m.mu.Lock()
 		p := m.proc
 		m.mu.Unlock()
-		if p != nil {
-			x := p.client.Load()
-			l.Running += x.Running
-			l.Waiting += x.Waiting
+		if p == nil {
+			continue
 		}
+		x := p.client.Load()
+		if x.Unready != "" {
+			x.Unready = m.name + ": " + x.Unready
+		}
+		l.Add(x)
 	}
+	if !s.anyReady() {
+		l.Unready = "no replica is ready"
+	}
+	l.Tidy()
 	return l
 }
 

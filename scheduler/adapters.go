@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/llmux/llmux/engine"
 )
@@ -70,6 +71,9 @@ func (s *Scheduler) group(name string) (int, error) {
 	g := &adapterGroup{id: s.nextGroup, set: []engine.AdapterRef{{Adapter: a, Scale: scale}}}
 	s.adapters[name] = g
 	s.groupSets[g.id] = g.set
+	names := append(slices.Clone(s.counters.Adapters), name)
+	slices.Sort(names)
+	s.counters.Adapters = names
 	s.opts.Logger.Info("scheduler: adapter loaded", "adapter", name, "path", spec.Path, "scale", scale)
 	return g.id, nil
 }

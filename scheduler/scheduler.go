@@ -206,8 +206,9 @@ type Stats struct {
 	Preemptions      int64         `json:"preemptions"`
 	Rejected         int64         `json:"rejected"`
 	Cancelled        int64         `json:"cancelled"`
-	HandoffTimeouts  int64         `json:"handoff_timeouts"` // steps that stopped waiting for a consumer
-	AdapterSwitches  int64         `json:"adapter_switches"` // steps that changed the context's adapter set
+	HandoffTimeouts  int64         `json:"handoff_timeouts"`   // steps that stopped waiting for a consumer
+	AdapterSwitches  int64         `json:"adapter_switches"`   // steps that changed the context's adapter set
+	Adapters         []string      `json:"adapters,omitempty"` // adapters loaded on the model, sorted (never modified: replaced on change)
 	PrefillTokensSec float64       `json:"prefill_tokens_per_second"`
 	KV               kvcache.Stats `json:"kv"`
 }

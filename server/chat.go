@@ -33,7 +33,8 @@ func (s *Server) handleChat(c *gin.Context) {
 			top = *req.TopLogprobs
 		}
 	}
-	lreq := &llm.Request{ID: requestIDOf(c), Model: req.Model, Messages: chatMessages(req.TemplateMessages()), Params: req.Params(top, seedFor(req.Seed))}
+	lreq := &llm.Request{ID: requestIDOf(c), TraceParent: c.GetString(traceParentKey), Model: req.Model, Messages: chatMessages(req.TemplateMessages()), Params: req.Params(top, seedFor(req.Seed))}
+	lreq.Params.SeedGiven = req.Seed != nil
 	s.limits.BoundParams(&lreq.Params)
 	st, err := s.start(c.Request.Context(), lreq)
 	if err != nil {
@@ -80,7 +81,7 @@ func (s *Server) handleChat(c *gin.Context) {
 		}
 		resp.Choices = append(resp.Choices, ch)
 	}
-	c.Header("Server-Timing", serverTiming(out.gen.timings))
+	c.Header("Server-Timing", serverTiming(out.gen))
 	c.JSON(200, resp)
 }
 
@@ -161,9 +162,9 @@ func (s *Server) streamChat(c *gin.Context, req openai.ChatRequest, st llm.Strea
 		}
 		return nil
 	})
-	s.endStream(c, started, err, func() any {
+	s.endStream(c, started, err, g, func() any {
 		ch := chunk([]openai.ChatChunkChoice{})
-		ch.Usage = &g.usage
+		ch.Usage, ch.Timings = &g.usage, timingsOf(g)
 		return ch
 	}, req.StreamOptions)
 }
@@ -184,10 +185,15 @@ func strp(s string) *string { return &s }
 
 // endStream finishes an SSE response: an error before anything was sent is
 // a normal error response; after, an error event. Then the usage chunk
-// (when asked) and [DONE].
-func (s *Server) endStream(c *gin.Context, started bool, err error, usage func() any, so *openai.StreamOptions) {
-	if ctx := c.Request.Context(); ctx.Err() != nil && !timedOut(ctx) {
-		return // the client left; nothing to say
+// (when asked, with the timings object) and [DONE], and the Server-Timing
+// trailer.
+func (s *Server) endStream(c *gin.Context, started bool, err error, g generation, usage func() any, so *openai.StreamOptions) {
+	if ctx := c.Request.Context(); ctx.Err() != nil {
+		cause := endedByServer(ctx)
+		if cause == nil {
+			return // the client left; nothing to say
+		}
+		err = cause
 	}
 	if err != nil {
 		if !started {
@@ -208,4 +214,5 @@ func (s *Server) endStream(c *gin.Context, started bool, err error, usage func()
 		_ = writeSSE(c, usage())
 	}
 	writeSSEDone(c)
+	c.Writer.Header().Set("Server-Timing", serverTiming(g))
 }

@@ -26,7 +26,8 @@ func (s *Server) handleCompletions(c *gin.Context) {
 	if req.Logprobs != nil {
 		top = *req.Logprobs
 	}
-	lreq := &llm.Request{ID: requestIDOf(c), Model: req.Model, Prompts: prompts, Echo: req.Echo, Params: req.Sampling.Params(req.MaxTokens, top, seedFor(req.Seed))}
+	lreq := &llm.Request{ID: requestIDOf(c), TraceParent: c.GetString(traceParentKey), Model: req.Model, Prompts: prompts, Echo: req.Echo, Params: req.Sampling.Params(req.MaxTokens, top, seedFor(req.Seed))}
+	lreq.Params.SeedGiven = req.Seed != nil
 	s.limits.BoundParams(&lreq.Params)
 	st, err := s.start(c.Request.Context(), lreq)
 	if err != nil {
@@ -80,9 +81,9 @@ func (s *Server) handleCompletions(c *gin.Context) {
 			}
 			return nil
 		})
-		s.endStream(c, started, err, func() any {
+		s.endStream(c, started, err, g, func() any {
 			r := resp([]openai.CompletionChoice{})
-			r.Usage = &g.usage
+			r.Usage, r.Timings = &g.usage, timingsOf(g)
 			return r
 		}, req.StreamOptions)
 		return
@@ -120,7 +121,7 @@ func (s *Server) handleCompletions(c *gin.Context) {
 	for i := range total {
 		out.Choices = append(out.Choices, openai.CompletionChoice{Index: i, Text: res.texts[i].String(), FinishReason: res.finish[i], Logprobs: lps[i]})
 	}
-	c.Header("Server-Timing", serverTiming(res.gen.timings))
+	c.Header("Server-Timing", serverTiming(res.gen))
 	c.JSON(200, out)
 }
 

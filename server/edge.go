@@ -31,6 +31,12 @@ const (
 	accessMetrics               // /metrics: public, or an API or admin key with MetricsAuth
 )
 
+// Authenticator admits a request to the API routes or says why not (a
+// 401, or a 429 for a key over its rate limit); middleware.Auth is one.
+type Authenticator interface {
+	Check(r *http.Request) *openai.Error
+}
+
 // handle registers a route with its access class.
 func (s *Server) handle(g gin.IRoutes, method, path string, a access, h ...gin.HandlerFunc) {
 	s.access[method+" "+path] = a
@@ -52,15 +58,11 @@ func (s *Server) authorize(c *gin.Context) {
 			return
 		}
 	case accessAPI:
-		if len(s.opts.APIKeys) == 0 {
+		if s.opts.Auth == nil {
 			break
 		}
-		if _, ok := bearer(c); !ok {
-			s.fail(c, openai.Unauthorized("missing API key: send Authorization: Bearer <key>"))
-			return
-		}
-		if !keyMatches(c, s.opts.APIKeys) {
-			s.fail(c, openai.Unauthorized("incorrect API key"))
+		if e := s.opts.Auth.Check(c.Request); e != nil {
+			s.fail(c, e)
 			return
 		}
 	default: // accessAdmin
@@ -209,10 +211,21 @@ func (s *Server) deadline(c *gin.Context) {
 	c.Next()
 }
 
-// timedOut reports whether ctx ended at the request timeout (rather than
-// because the client left).
-func timedOut(ctx context.Context) bool {
-	return ctx.Err() != nil && context.Cause(ctx) == error(errRequestTimeout)
+// errShuttingDown is the cause of a request's context ending when the
+// server stops after its drain timeout.
+var errShuttingDown = openai.Unavailable("the server is shutting down")
+
+// endedByServer is why the server ended ctx — the request timeout or the
+// end of a drain — or nil when it has not ended or the client left.
+func endedByServer(ctx context.Context) *openai.Error {
+	if ctx.Err() == nil {
+		return nil
+	}
+	switch cause := context.Cause(ctx); cause {
+	case error(errRequestTimeout), error(errShuttingDown):
+		return cause.(*openai.Error)
+	}
+	return nil
 }
 
 func ptrTo(s string) *string { return &s }

@@ -72,6 +72,9 @@ func apiError(e *llm.Error) *openai.Error {
 // fail writes err as an OpenAI error response and aborts the chain.
 func (s *Server) fail(c *gin.Context, err error) {
 	e := errorFor(err)
+	if cause := endedByServer(c.Request.Context()); cause != nil {
+		e = cause // a timeout or the end of a drain, not whatever it interrupted
+	}
 	if e.Status >= 500 && e.Status != http.StatusServiceUnavailable {
 		s.log.Error("request failed", "id", requestIDOf(c), "err", err)
 	}

@@ -39,6 +39,7 @@ func (s *Server) consume(ctx context.Context, st llm.Stream, model string, onEve
 	defer st.Close()
 	var g generation
 	var firstErr error
+	var last []time.Time // each choice's last token, for inter-token latency
 	for {
 		ev, ok := st.Recv(ctx)
 		if !ok {
@@ -63,6 +64,16 @@ func (s *Server) consume(ctx context.Context, st llm.Stream, model string, onEve
 		if firstErr != nil {
 			continue
 		}
+		if ev.Text != "" || len(ev.Tokens) > 0 {
+			at := time.Now()
+			for len(last) <= ev.Index {
+				last = append(last, time.Time{})
+			}
+			if prev := last[ev.Index]; !prev.IsZero() {
+				s.metrics.itl.WithLabelValues(model).Observe(at.Sub(prev).Seconds())
+			}
+			last[ev.Index] = at
+		}
 		if err := onEvent(ev); err != nil {
 			firstErr = err
 			st.Close()
@@ -70,6 +81,7 @@ func (s *Server) consume(ctx context.Context, st llm.Stream, model string, onEve
 	}
 	g.usage.TotalTokens = g.usage.PromptTokens + g.usage.CompletionTokens
 	s.metrics.observe(model, g)
+	requestLogOf(ctx).setGeneration(g)
 	return g, firstErr
 }
 
@@ -135,14 +147,47 @@ func finishString(f llm.Finish) *string {
 	return &s
 }
 
-// serverTiming renders the phases of a request for the Server-Timing header.
-func serverTiming(t llm.Timings) string {
+// serverTiming renders the phases of a request for the Server-Timing
+// header (or trailer, on a stream), and the prompt tokens it reused.
+func serverTiming(g generation) string {
+	t := g.timings
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000) }
-	parts := []string{"queue;dur=" + ms(t.Queued), "prefill;dur=" + ms(t.Prefill), "decode;dur=" + ms(t.Decode)}
-	if t.Load > 0 {
-		parts = append([]string{"load;dur=" + ms(t.Load)}, parts...)
+	var parts []string
+	if t.Start > 0 {
+		parts = append(parts, "start;dur="+ms(t.Start))
 	}
+	if t.Load > 0 {
+		parts = append(parts, "load;dur="+ms(t.Load))
+	}
+	parts = append(parts, "queue;dur="+ms(t.Queued), "prefill;dur="+ms(t.Prefill), "decode;dur="+ms(t.Decode))
+	parts = append(parts, fmt.Sprintf("reused;desc=%d", g.cached()))
 	return strings.Join(parts, ", ")
+}
+
+// cached is the prompt tokens the request reused from the prefix cache.
+func (g generation) cached() int {
+	if d := g.usage.PromptTokensDetails; d != nil {
+		return d.CachedTokens
+	}
+	return 0
+}
+
+// timingsOf is the timings object of a stream's final chunk.
+func timingsOf(g generation) *openai.Timings {
+	t := g.timings
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	rate := func(n int, d time.Duration) float64 {
+		if d <= 0 {
+			return 0
+		}
+		return float64(n) / d.Seconds()
+	}
+	evaluated := max(g.usage.PromptTokens-g.cached(), 0)
+	return &openai.Timings{
+		QueueMs: ms(t.Queued), LoadMs: ms(t.Load), StartMs: ms(t.Start), TTFTMs: ms(t.TTFT),
+		CacheN: g.cached(), PromptN: evaluated, PromptMs: ms(t.Prefill), PromptPerSecond: rate(evaluated, t.Prefill),
+		PredictedN: g.usage.CompletionTokens, PredictedMs: ms(t.Decode), PredictedPerSecond: rate(g.usage.CompletionTokens, t.Decode),
+	}
 }
 
 // fingerprint is the system_fingerprint of responses from a model.
@@ -173,6 +218,7 @@ func (s *Server) parseGeneration(c *gin.Context, req interface {
 		s.fail(c, e)
 		return mi, false
 	}
+	requestLogOf(c.Request.Context()).setModel(*model, mi.Parent)
 	if e := req.Validate(s.limits, openai.ModelInfo{VocabSize: mi.VocabSize, Context: mi.Context, Parallel: mi.Parallel}); e != nil {
 		s.fail(c, e)
 		return mi, false

@@ -11,6 +11,8 @@ import (
 type metrics struct {
 	requests   *prometheus.CounterVec
 	ttft       *prometheus.HistogramVec
+	itl        *prometheus.HistogramVec
+	e2e        *prometheus.HistogramVec
 	queued     *prometheus.HistogramVec
 	load       *prometheus.HistogramVec
 	prefill    *prometheus.HistogramVec
@@ -21,12 +23,18 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
-	hist := func(name, help string) *prometheus.HistogramVec {
-		h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "llmux", Name: name, Help: help,
-			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}}, []string{"model"})
+	// Phases of a request take from milliseconds (a warm prefill) to a
+	// minute (a cold load of a large model); whole requests up to many
+	// minutes; gaps between tokens from under a millisecond to a second.
+	phases := []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60}
+	requests := []float64{.05, .1, .25, .5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200}
+	gaps := []float64{.0005, .001, .0025, .005, .01, .015, .02, .03, .04, .05, .075, .1, .25, .5, 1}
+	histWith := func(name, help string, buckets []float64) *prometheus.HistogramVec {
+		h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "llmux", Name: name, Help: help, Buckets: buckets}, []string{"model"})
 		reg.MustRegister(h)
 		return h
 	}
+	hist := func(name, help string) *prometheus.HistogramVec { return histWith(name, help, phases) }
 	counter := func(name, help string) *prometheus.CounterVec {
 		c := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "llmux", Name: name, Help: help}, []string{"model"})
 		reg.MustRegister(c)
@@ -35,6 +43,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		requests:   prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "llmux", Name: "http_requests_total", Help: "HTTP requests by route and status."}, []string{"route", "status"}),
 		ttft:       hist("time_to_first_token_seconds", "Time from arrival to the first token."),
+		itl:        histWith("inter_token_latency_seconds", "Time between consecutive tokens of one choice, as the HTTP side receives them.", gaps),
+		e2e:        histWith("e2e_request_latency_seconds", "Time from arrival to the last token, of requests that produced one.", requests),
 		queued:     hist("queue_seconds", "Time from arrival to first scheduled."),
 		load:       hist("load_wait_seconds", "Time a request waited for its model or adapter to load."),
 		prefill:    hist("prefill_seconds", "Time from first scheduled to the first token."),
@@ -59,5 +69,6 @@ func (m *metrics) observe(model string, g generation) {
 		m.load.WithLabelValues(model).Observe(t.Load.Seconds())
 		m.prefill.WithLabelValues(model).Observe(t.Prefill.Seconds())
 		m.decode.WithLabelValues(model).Observe(t.Decode.Seconds())
+		m.e2e.WithLabelValues(model).Observe((t.TTFT + t.Decode).Seconds())
 	}
 }

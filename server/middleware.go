@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -40,17 +41,33 @@ func (s *Server) requestID(c *gin.Context) {
 
 func requestIDOf(c *gin.Context) string { return c.GetString("request_id") }
 
+// accessLog counts every request and logs one structured line for it:
+// its id, route, status and duration, the W3C trace it belongs to, and for
+// a generation the model (and base, for an adapter), its tokens and where
+// its time went.
 func (s *Server) accessLog(c *gin.Context) {
 	start := time.Now()
+	rl := &requestLog{}
+	c.Request = c.Request.WithContext(context.WithValue(c.Request.Context(), requestLogKey{}, rl))
+	tp := traceParentOf(c)
+	if tp != "" {
+		c.Set(traceParentKey, tp)
+	}
 	c.Next()
 	route := c.FullPath()
 	if route == "" {
 		route = "unmatched"
 	}
 	s.metrics.requests.WithLabelValues(route, strconv.Itoa(c.Writer.Status())).Inc()
-	s.log.Info("request", "id", requestIDOf(c), "method", c.Request.Method, "path", c.Request.URL.Path,
-		"status", c.Writer.Status(), "duration", time.Since(start).Round(time.Microsecond), "remote", c.ClientIP())
+	attrs := []any{"id", requestIDOf(c), "method", c.Request.Method, "path", c.Request.URL.Path,
+		"status", c.Writer.Status(), "duration", time.Since(start).Round(time.Microsecond), "remote", c.ClientIP()}
+	if tp != "" {
+		attrs = append(attrs, "traceparent", tp)
+	}
+	s.log.Info("request", append(attrs, rl.attrs()...)...)
 }
+
+const traceParentKey = "traceparent"
 
 // recovery turns a panic in a handler into a 500 (or, mid-stream, an
 // error event), and logs it. It never takes the server down.

@@ -35,13 +35,18 @@ func (s *Server) handleHealth(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"status": "ok"})
 }
 
-// handleReady answers 200 while the model is loaded and accepting work.
+// handleReady answers 200 while the server accepts work: not draining,
+// and the backend ready (its pinned models loaded, a replica up).
 func (s *Server) handleReady(c *gin.Context) {
 	if s.draining.Load() {
 		s.fail(c, openai.Unavailable("draining"))
 		return
 	}
 	l := s.backend.Load()
+	if l.Unready != "" {
+		s.fail(c, openai.Unavailable(l.Unready))
+		return
+	}
 	c.JSON(http.StatusOK, gin.H{"status": "ready", "running": l.Running, "waiting": l.Waiting})
 }
 

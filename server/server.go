@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/llmux/llmux/llm"
+	"github.com/llmux/llmux/middleware"
 	"github.com/llmux/llmux/openai"
 )
 
@@ -25,6 +27,17 @@ type Options struct {
 	// APIKeys, when set, are required as "Authorization: Bearer KEY" on
 	// every route but /health, /ready and /metrics.
 	APIKeys []string
+	// Application marks a server that is one application's routes under
+	// a prefix: its /metrics has its own request series only (the
+	// pod-wide and model series are the root server's).
+	Application bool
+	// Applications are served beside this server's routes, each under
+	// its route prefix (stripped before it sees the request); they do
+	// their own auth and limits.
+	Applications []Mounted
+	// Auth, when set, admits requests to the API routes instead of
+	// APIKeys: the application's auth middleware (per-key rate limits).
+	Auth Authenticator
 	// AdminKeys are required on admin routes (/admin/...); without them
 	// the admin routes answer 403.
 	AdminKeys []string
@@ -82,6 +95,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	router  *gin.Engine
+	handler http.Handler // router, or a dispatcher in front of it and the mounted applications
 
 	// traceWrite, when set (benchmarks), is told each streamed event's
 	// request id and scheduler emission time right after it is flushed.
@@ -132,17 +146,47 @@ func New(backend llm.Backend, opts Options) *Server {
 	if opts.Limits != nil {
 		limits = *opts.Limits
 	}
+	if opts.Auth == nil && len(opts.APIKeys) > 0 {
+		if a, err := middleware.KeysAuth(opts.APIKeys); err == nil {
+			opts.Auth = a
+		}
+	}
 	s := &Server{backend: backend, opts: opts, limits: limits, created: time.Now().Unix(), log: opts.Logger, access: map[string]access{}}
 	s.metrics = newMetrics(opts.Registry)
-	if c, ok := backend.(prometheus.Collector); ok {
-		opts.Registry.MustRegister(c)
+	if !opts.Application {
+		opts.Registry.MustRegister(newPodCollector(backend))
+		if c, ok := backend.(prometheus.Collector); ok {
+			opts.Registry.MustRegister(c)
+		}
 	}
 	s.router = s.routes()
+	s.handler = s.router
+	if len(opts.Applications) > 0 {
+		s.handler = http.HandlerFunc(s.dispatch)
+	}
 	return s
 }
 
-// Handler is the server's http.Handler.
-func (s *Server) Handler() http.Handler { return s.router }
+// Mounted is an application's handler and where it is mounted.
+type Mounted struct {
+	Prefix  string // "/name", no trailing slash
+	Handler http.Handler
+}
+
+// Handler is the server's http.Handler: its own routes, and the mounted
+// applications under their prefixes.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// dispatch sends a request under a mounted prefix to its application.
+func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
+	for _, m := range s.opts.Applications {
+		if strings.HasPrefix(r.URL.Path, m.Prefix+"/") {
+			http.StripPrefix(m.Prefix, m.Handler).ServeHTTP(w, r)
+			return
+		}
+	}
+	s.router.ServeHTTP(w, r)
+}
 
 func (s *Server) routes() *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
@@ -186,21 +230,27 @@ func (s *Server) routes() *gin.Engine {
 func (s *Server) httpServer(ctx context.Context, ln net.Listener) *http.Server {
 	loopback := isLoopback(ln.Addr())
 	return &http.Server{
-		Handler:           s.router,
+		Handler:           s.handler,
 		MaxHeaderBytes:    s.opts.MaxHeaderBytes,
 		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
 		IdleTimeout:       s.opts.IdleTimeout,
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ConnContext:       func(c context.Context, _ net.Conn) context.Context { return context.WithValue(c, boundKey{}, loopback) },
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 }
 
-// Serve serves on ln until ctx ends, then drains: new generation requests
-// get 503, running ones have ShutdownTimeout to finish, and after that the
-// connections are closed. It returns once everything has stopped.
+// Serve serves on ln until ctx ends, then drains. The listener stays
+// open while draining, so that readiness answers 503 at once and new
+// generation requests get 503 rather than a refused connection (a load
+// balancer that has not yet noticed keeps getting clear answers); running
+// requests have ShutdownTimeout to finish; those still running then end
+// with an error (an SSE error event on a stream) and the server closes.
+// It returns once everything has stopped.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	hs := s.httpServer(ctx, ln)
+	base, stop := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer stop(nil)
+	hs := s.httpServer(base, ln)
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
@@ -210,11 +260,24 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	}
 	s.draining.Store(true)
 	s.log.Info("draining", "timeout", s.opts.ShutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), s.opts.ShutdownTimeout)
+	idle := make(chan struct{})
+	go func() { s.inflight.Wait(); close(idle) }()
+	timer := time.NewTimer(s.opts.ShutdownTimeout)
+	defer timer.Stop()
+	select {
+	case <-idle:
+	case <-timer.C:
+		s.log.Warn("shutdown deadline passed; ending the requests still running")
+		stop(errShuttingDown)
+		select {
+		case <-idle:
+		case <-time.After(2 * time.Second):
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	err := hs.Shutdown(sctx)
 	if errors.Is(err, context.DeadlineExceeded) {
-		s.log.Warn("shutdown deadline passed; closing open streams")
 		err = hs.Close()
 	}
 	if e := <-errc; !errors.Is(e, http.ErrServerClosed) && err == nil {

@@ -14,6 +14,7 @@ func startSSE(c *gin.Context) {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("Connection", "keep-alive")
 	h.Set("X-Accel-Buffering", "no")
+	h.Set("Trailer", "Server-Timing") // the phases, known at the end
 	c.Status(200)
 }
 

@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/llmux/llmux/multiplex"
 )
@@ -23,42 +20,6 @@ func (l *listFlag) String() string { return strings.Join(l.v, ",") }
 func (l *listFlag) Set(s string) error {
 	l.v = append(l.v, splitComma(s)...)
 	return nil
-}
-
-// decodeModels reads the config file's models: list strictly (unknown
-// keys are errors).
-func decodeModels(data []byte) ([]multiplex.ModelConfig, error) {
-	var doc struct {
-		Models []multiplex.ModelConfig `yaml:"models"`
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	// Only the models key is decoded here; the flat keys are read as
-	// flags. A strict decode of the whole document would refuse them, so
-	// decode the models node alone.
-	var root yaml.Node
-	if err := dec.Decode(&root); err != nil {
-		return nil, err
-	}
-	if len(root.Content) == 0 {
-		return nil, nil
-	}
-	m := root.Content[0]
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value != "models" {
-			continue
-		}
-		var out bytes.Buffer
-		enc := yaml.NewEncoder(&out)
-		if err := enc.Encode(map[string]*yaml.Node{"models": m.Content[i+1]}); err != nil {
-			return nil, err
-		}
-		strict := yaml.NewDecoder(&out)
-		strict.KnownFields(true)
-		if err := strict.Decode(&doc); err != nil {
-			return nil, fmt.Errorf("models: %w", err)
-		}
-	}
-	return doc.Models, nil
 }
 
 // loraFlag is the repeatable --lora name=N,base=B,path=P[,scale=S]. Unlike

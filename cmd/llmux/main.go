@@ -32,6 +32,7 @@ func commands() []command {
 	return []command{
 		{"serve", "serve models over the OpenAI API", runServe},
 		{"replica", "serve models to llmux serve over a Unix socket (started by serve)", runReplica},
+		{"config", "check a config file: config validate FILE", runConfig},
 		{"status", "print a running server's deployments and replicas (needs its admin key)", runStatus},
 		{"generate", "generate text from a prompt in the terminal", runGenerate},
 		{"models", "inspect and synthesize GGUF models (models help)", runModels},

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
-	"gopkg.in/yaml.v3"
 
 	"github.com/llmux/llmux/gpu"
 	"github.com/llmux/llmux/llm"
@@ -30,7 +30,8 @@ import (
 // serveFlags are llmux serve's settings. Each can also come from the YAML
 // file given by --config (key = flag name, '-' or '_') or from the
 // environment (LLMUX_ + the flag name in upper case with '_' for '-').
-// Precedence: flag > environment > config file > default.
+// Precedence: flag > environment > config file > default. The file also
+// holds the models: and applications: lists (package config).
 type serveFlags struct {
 	fs              *flag.FlagSet
 	config          *string
@@ -79,12 +80,19 @@ type serveFlags struct {
 	maxN            *int
 	logLevel        *string
 	logFormat       *string
+
+	// file is the config file as read at start (nil without one); its
+	// Applications are the applications: list, resolved.
+	file *configFile
+	// shadowed are the file's keys that flags or the environment override.
+	shadowed []shadowedKey
 }
 
 func newServeFlags() *serveFlags {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	f := &serveFlags{fs: fs}
-	f.config = fs.String("config", "", "YAML config file (keys are flag names)")
+	f.config = fs.String("config", "", "YAML config file: keys are flag names, plus models: and applications: (check it with llmux config validate)")
+	fs.StringVar(f.config, "f", "", "short for --config")
 	f.model = &listFlag{}
 	fs.Var(f.model, "model", "[NAME=]PATH: a GGUF model file, synth:PRESET, or an ollama model name[:tag]; repeatable (default: the embedded synthesized model)")
 	f.lora = &loraFlag{}
@@ -147,56 +155,42 @@ func (f *serveFlags) parse(args []string) (err error) {
 	}
 	set := map[string]bool{}
 	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
-	if !set["config"] {
+	if !set["config"] && !set["f"] {
 		if v, ok := os.LookupEnv("LLMUX_CONFIG"); ok {
 			*f.config = v
 		}
 	}
-	fileVals := map[string]string{}
+	var file *configFile
 	if *f.config != "" {
-		data, err := os.ReadFile(*f.config)
-		if err != nil {
-			return fmt.Errorf("config: %w", err)
+		if file, err = readConfig(*f.config, defaultRegistry(), false); err != nil {
+			return err
 		}
-		var raw map[string]any
-		if err := yaml.Unmarshal(data, &raw); err != nil {
-			return fmt.Errorf("config %s: %w", *f.config, err)
-		}
-		if _, ok := raw["models"]; ok {
-			if f.models, err = decodeModels(data); err != nil {
-				return fmt.Errorf("config %s: %w", *f.config, err)
-			}
-			delete(raw, "models")
-		}
-		for k, v := range raw {
-			name := strings.ReplaceAll(k, "_", "-")
-			if f.fs.Lookup(name) == nil || name == "config" {
-				return fmt.Errorf("config %s: unknown key %q", *f.config, k)
-			}
-			if list, ok := v.([]any); ok {
-				parts := make([]string, len(list))
-				for i, x := range list {
-					parts[i] = fmt.Sprint(x)
-				}
-				fileVals[name] = strings.Join(parts, ",")
-			} else {
-				fileVals[name] = fmt.Sprint(v)
-			}
-		}
+		f.file, f.models = file, file.Models
 	}
 	f.fs.VisitAll(func(fl *flag.Flag) {
-		if set[fl.Name] || err != nil || fl.Name == "config" {
+		if err != nil || fl.Name == "config" || fl.Name == "f" {
 			return
 		}
 		env := "LLMUX_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
-		if v, ok := os.LookupEnv(env); ok {
-			if e := fl.Value.Set(v); e != nil {
-				err = fmt.Errorf("%s=%q: %w", env, v, e)
-			}
-			return
+		envVal, inEnv := os.LookupEnv(env)
+		fileVal, inFile := "", false
+		if file != nil {
+			fileVal, inFile = file.Flat[fl.Name]
 		}
-		if v, ok := fileVals[fl.Name]; ok {
-			if e := fl.Value.Set(v); e != nil {
+		switch {
+		case set[fl.Name]:
+			if inFile {
+				f.shadowed = append(f.shadowed, shadowedKey{key: file.Keys[fl.Name], source: "flag --" + fl.Name})
+			}
+		case inEnv:
+			if e := fl.Value.Set(envVal); e != nil {
+				err = fmt.Errorf("%s=%q: %w", env, envVal, e)
+			}
+			if inFile {
+				f.shadowed = append(f.shadowed, shadowedKey{key: file.Keys[fl.Name], source: "env " + env})
+			}
+		case inFile:
+			if e := fl.Value.Set(fileVal); e != nil {
 				err = fmt.Errorf("config %s: %s: %w", *f.config, fl.Name, e)
 			}
 		}
@@ -244,6 +238,7 @@ func runServe(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	f.logShadowed(logger)
 	gpus, node, gpuBackend := startGPUs(logger, layers)
 	defer gpus.Close()
 	if !gpuBackend {
@@ -267,13 +262,15 @@ func runServe(ctx context.Context, args []string) error {
 		return b, int(info.Layers), nil
 	})
 	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	gpuMetrics := gpu.NewCollector(gpus)
 	if gpus.Available() {
 		registry.MustRegister(gpuMetrics)
 	}
 	var be backend = pool
-	deployments := func() any {
-		return []deploymentStatus{{Name: "llm", Kind: "llm", Replicas: []replica.ReplicaStatus{{Name: "in-process", PID: os.Getpid(), State: "ready", Models: []string{}}}}}
+	deployments := func() []deploymentStatus {
+		l := pool.Load()
+		return []deploymentStatus{{Name: "llm", Kind: "llm", Replicas: []replica.ReplicaStatus{{Name: "in-process", PID: os.Getpid(), State: "ready", Ongoing: l.Running + l.Waiting, Models: []string{}}}}}
 	}
 	if *f.replicas > 0 {
 		placed, plan, err := placeReplicas(node, *f.replicas, largest, *f.gpus, layers)
@@ -292,7 +289,7 @@ func runServe(ctx context.Context, args []string) error {
 		}
 		defer os.RemoveAll(dir)
 		be = set
-		deployments = func() any {
+		deployments = func() []deploymentStatus {
 			return []deploymentStatus{{Name: "llm", Kind: "llm", Replicas: set.Status(), Offload: offload}}
 		}
 	} else if layers == gpuLayersAuto && len(node.Devices) > 0 {
@@ -304,11 +301,12 @@ func runServe(ctx context.Context, args []string) error {
 		logger.Info("placement", "gpus", placed[0].Env[0], "offload", placed[0].Desc)
 		loader.GPULayers, loader.TensorSplit = placed[0].GPULayers, placed[0].TensorSplit
 	}
+	registry.MustRegister(deploymentCollector{status: func() []deploymentStatus { return deployments() }})
 	limits := openai.DefaultLimits()
 	limits.MaxTokens, limits.MaxN = *f.maxTokens, *f.maxN
 	srv := server.New(be, server.Options{
 		APIKeys: splitComma(*f.apiKeys), AdminKeys: splitComma(*f.adminKeys), MetricsAuth: *f.metricsAuth,
-		AllowedHosts: splitComma(*f.allowedHosts), RequestTimeout: *f.requestTimeout, CORSOrigins: splitComma(*f.cors), Deployments: deployments,
+		AllowedHosts: splitComma(*f.allowedHosts), RequestTimeout: *f.requestTimeout, CORSOrigins: splitComma(*f.cors), Deployments: func() any { return deployments() },
 		MaxBodyBytes: *f.maxBody, Limits: &limits, ShutdownTimeout: *f.shutdownTimeout, Version: version, Logger: logger,
 		Registry: registry,
 	})
@@ -326,6 +324,11 @@ func runServe(ctx context.Context, args []string) error {
 	// stops (unloading every model, stopping every replica) once the
 	// server has.
 	beCtx, stopBackend := context.WithCancel(context.Background())
+	// SIGHUP re-reads the config file; applying its applications is for
+	// the hook (nil: the changes are logged).
+	reloadCtx, stopReload := context.WithCancel(ctx)
+	defer stopReload()
+	watchConfig(reloadCtx, f, logger, nil)
 	var g errgroup.Group
 	g.Go(func() error { return be.Run(beCtx) })
 	g.Go(func() error {

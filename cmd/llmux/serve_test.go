@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -35,6 +38,42 @@ func TestServeConfigPrecedence(t *testing.T) {
 			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
 		}
 	}
+	// The file's port and parallel do not apply: said once, at start.
+	var logs bytes.Buffer
+	f.logShadowed(slog.New(slog.NewTextHandler(&logs, nil)))
+	for _, want := range []string{
+		`msg="config key shadowed by flag" key=parallel source="flag --parallel"`,
+		`msg="config key shadowed by flag" key=port source="env LLMUX_PORT"`,
+	} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %s:\n%s", want, logs.String())
+		}
+	}
+	if n := strings.Count(logs.String(), "\n"); n != 2 {
+		t.Errorf("%d shadowed keys logged, want 2:\n%s", n, logs.String())
+	}
+}
+
+// TestServeConfigApplications reads applications: with -f, beside the
+// flat keys; LLMUX_CONFIG names the file too.
+func TestServeConfigApplications(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "llmux.yaml")
+	os.WriteFile(cfg, []byte("parallel: 6\napplications:\n  - name: chat\n    route_prefix: chat/\n    deployments:\n      - {name: llm, kind: llm, models: [tiny]}\n"), 0o644)
+	for _, args := range [][]string{{"-f", cfg}, {"--config", cfg}, nil} {
+		if args == nil {
+			t.Setenv("LLMUX_CONFIG", cfg)
+		}
+		f := newServeFlags()
+		if err := f.parse(args); err != nil {
+			t.Fatal(err)
+		}
+		if *f.parallel != 6 || f.file == nil || len(f.file.Applications) != 1 {
+			t.Fatalf("%v: parallel %d, file %+v", args, *f.parallel, f.file)
+		}
+		if a := f.file.Applications[0]; a.RoutePrefix != "/chat" || a.Ingress != "llm" || a.Deployments[0].Replicas != 1 {
+			t.Errorf("%v: application not resolved: %+v", args, a)
+		}
+	}
 }
 
 func TestServeConfigErrors(t *testing.T) {
@@ -54,5 +93,11 @@ func TestServeConfigErrors(t *testing.T) {
 	}
 	if err := newServeFlags().parse([]string{"--config", filepath.Join(dir, "missing.yaml")}); err == nil {
 		t.Error("missing config file accepted")
+	}
+	// Every mistake stops serve at start, each with its line.
+	os.WriteFile(bad, []byte("prot: 1\napplications:\n  - name: a\n    deployments: [{name: r, kind: nope}]\n"), 0o644)
+	err := newServeFlags().parse([]string{"-f", bad})
+	if err == nil || !strings.Contains(err.Error(), bad+":1:1: prot: unknown key") || !strings.Contains(err.Error(), bad+":4:") {
+		t.Errorf("got %v, want both problems with their lines", err)
 	}
 }

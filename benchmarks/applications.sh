@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# applications.sh — what composing costs: examples/composed serving the
+# 86M bench model (as both of its LLM deployments) through its
+# application — API-key auth → keyword router → LLM deployment — and the
+# same program serving the model directly (--direct), alternately:
+# streamed 64-token completions at concurrency 16 (and 1). Recorded
+# verbatim under benchmarks/results/DATE-COMMIT/ (or RECORD_DIR).
+#
+#   benchmarks/applications.sh
+# Environment: PAIRS (3), PROMPTS (64).
+set -euo pipefail
+source "$(dirname "$0")/record.sh"
+cd "$(dirname "$0")/.."
+PAIRS="${PAIRS:-3}"
+PROMPTS="${PROMPTS:-64}"
+PORT=18194
+
+make -s build >/dev/null
+eval "$(make -s env)"
+record_init
+work="$(mktemp -d)"
+./bin/llmux models synth --preset bench "$work/bench.gguf" >/dev/null 2>&1
+go build -o "$work/composed" ./examples/composed
+export work PORT
+cleanup() { [ -f "$work/pid" ] && kill "$(cat "$work/pid")" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+# serve [--direct]: a fresh example server.
+cat >"$work/serve" <<'EOS'
+#!/usr/bin/env bash
+set -euo pipefail
+[ -f "$work/pid" ] && { kill "$(cat "$work/pid")" 2>/dev/null || true; sleep 1; }
+cmd=("$work/composed" --addr "127.0.0.1:$PORT" --chat "$work/bench.gguf" --code "$work/bench.gguf" --key k "$@")
+printf '== %s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(printf '%q ' "${cmd[@]}")" >>"$RECORD_DIR/serve.log"
+setsid "${cmd[@]}" >>"$RECORD_DIR/serve.log" 2>&1 &
+echo $! >"$work/pid"
+for _ in $(seq 1 600); do curl -sf -H 'Authorization: Bearer k' "http://127.0.0.1:$PORT/v1/models" | grep -q '"chat"' && exit 0; sleep 0.2; done
+echo "applications: server did not come up" >&2; exit 1
+EOS
+chmod +x "$work/serve"
+bench="./bin/llmux bench --base-url http://127.0.0.1:$PORT --api-key k --model chat --seed 1 --dataset-name random --random-input-len 32 --random-output-len 64 --ignore-eos --num-prompts $PROMPTS --max-concurrency 16,1 --warmup 2"
+interleave "$PAIRS" \
+  app "\"\$work/serve\" && $bench --label app --output \"\$RECORD_DIR/app-\$PAIR.json\"" \
+  direct "\"\$work/serve\" --direct && $bench --label direct --output \"\$RECORD_DIR/direct-\$PAIR.json\""
+for m in output_throughput tpot.median_ms ttft.median_ms; do
+  record "pairs-app-$m" ./bin/llmux bench pairs --metric "$m" --a "$RECORD_DIR/app-[0-9].json" --b "$RECORD_DIR/direct-[0-9].json"
+done

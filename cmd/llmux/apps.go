@@ -1,0 +1,53 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/llmux/llmux/app"
+	"github.com/llmux/llmux/llm"
+	"github.com/llmux/llmux/server"
+)
+
+// defaultRegistry is the deployment and middleware kinds the config
+// file's applications may name: the ones llmux ships.
+func defaultRegistry() *app.Registry { return app.Builtin() }
+
+// reservedPrefixes are the serving process's own routes: the default
+// application (every catalog model) answers them at the root.
+var reservedPrefixes = []string{"/v1", "/health", "/ready", "/metrics", "/tokenize", "/detokenize", "/-"}
+
+// buildApplications builds the config's applications over the serving
+// backend: each llm deployment serves its models from it; each
+// application gets its own OpenAI routes (with base's limits, its own
+// request metrics at PREFIX/metrics, and its own middleware in place of
+// --api-key).
+func buildApplications(specs []app.Spec, be llm.Backend, base server.Options) ([]server.Mounted, error) {
+	var out []server.Mounted
+	reg := defaultRegistry()
+	for _, spec := range specs {
+		if spec.RoutePrefix == "/" {
+			return nil, fmt.Errorf("application %s: route_prefix / belongs to the default application (every catalog model); mount it under a prefix such as /%s", spec.Name, spec.Name)
+		}
+		for _, p := range reservedPrefixes {
+			if spec.RoutePrefix == p || strings.HasPrefix(spec.RoutePrefix, p+"/") {
+				return nil, fmt.Errorf("application %s: route_prefix %s is one of llmux's own routes", spec.Name, spec.RoutePrefix)
+			}
+		}
+		opts := base
+		opts.APIKeys, opts.Auth, opts.Applications, opts.Deployments = nil, nil, nil, nil
+		opts.Registry, opts.Application = prometheus.NewRegistry(), true
+		a, err := app.Build(spec, app.Env{Registry: reg,
+			LLM:    func(d app.DeploymentSpec) (llm.Backend, error) { return app.Restrict(be, d.Models), nil },
+			Routes: func(b llm.Backend) http.Handler { return server.New(b, opts).Handler() },
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, server.Mounted{Prefix: spec.RoutePrefix, Handler: a.Handler})
+	}
+	return out, nil
+}

@@ -1,0 +1,216 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/llmux/llmux/models/modeltest"
+	"github.com/llmux/llmux/scheduler"
+)
+
+// streamEnd is how one SSE stream ended.
+type streamEnd struct {
+	done     bool   // data: [DONE] arrived
+	errEvent string // the error event's body, if one came
+	err      error
+}
+
+// readStream posts body and reads the SSE stream to its end; started is
+// closed at the first data line.
+func readStream(addr, body string, started chan<- struct{}) streamEnd {
+	resp, err := http.Post("http://"+addr+"/v1/completions", "application/json", strings.NewReader(body))
+	if err != nil {
+		return streamEnd{err: err}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		return streamEnd{err: fmt.Errorf("status %d: %s", resp.StatusCode, b)}
+	}
+	var end streamEnd
+	first := true
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		if first {
+			first = false
+			close(started)
+		}
+		switch {
+		case line == "[DONE]":
+			end.done = true
+		case strings.HasPrefix(line, `{"error"`):
+			end.errEvent = line
+		}
+	}
+	if first {
+		close(started)
+	}
+	end.err = sc.Err()
+	return end
+}
+
+// TestShutdownDrainsTenStreams: with 10 streams in flight, a shutdown at
+// once makes /ready and new generation requests answer 503 (the listener
+// stays open); streams that finish within the shutdown timeout end
+// normally; the ones still running then end with an SSE error event and
+// [DONE]; Serve returns; the scheduler is back to no running sequence.
+func TestShutdownDrainsTenStreams(t *testing.T) {
+	m, sched := loadScheduler(t, modeltest.Preset(t, "tiny"), scheduler.Options{Parallel: 10, Cells: 32768})
+	schedCtx, stopSched := context.WithCancel(context.Background())
+	schedDone := make(chan struct{})
+	go func() { sched.Run(schedCtx); close(schedDone) }()
+	defer func() { stopSched(); <-schedDone; sched.Close(); m.Close() }()
+	srv := New(backendFor(t, sched, "tiny"), Options{ShutdownTimeout: 2 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ctx, shutdown := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+
+	// Five short streams finish within the timeout; five long ones
+	// (3000 tokens, at least a millisecond each) cannot.
+	ends := make([]streamEnd, 10)
+	var wg sync.WaitGroup
+	var starts []chan struct{}
+	for i := range ends {
+		tokens := 4
+		if i%2 == 1 {
+			tokens = 3000
+		}
+		started := make(chan struct{})
+		starts = append(starts, started)
+		body := fmt.Sprintf(`{"model":"tiny","prompt":"the cat %d","max_tokens":%d,"ignore_eos":true,"stream":true}`, i, tokens)
+		wg.Add(1)
+		go func() { defer wg.Done(); ends[i] = readStream(addr, body, started) }()
+	}
+	for _, s := range starts {
+		<-s
+	}
+	shutdown()
+	began := time.Now()
+
+	// Draining: readiness and new work get 503 on a fresh connection.
+	deadline := time.Now().Add(5 * time.Second)
+	for !srv.Draining() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	r, err := http.Get("http://" + addr + "/ready")
+	if err != nil {
+		t.Fatalf("/ready while draining: %v", err)
+	}
+	r.Body.Close()
+	if r.StatusCode != 503 {
+		t.Errorf("/ready while draining: %d", r.StatusCode)
+	}
+	r, err = http.Post("http://"+addr+"/v1/completions", "application/json", strings.NewReader(`{"model":"tiny","prompt":"hi","max_tokens":1}`))
+	if err != nil {
+		t.Fatalf("a new request while draining: %v", err)
+	}
+	r.Body.Close()
+	if r.StatusCode != 503 {
+		t.Errorf("a new request while draining: %d", r.StatusCode)
+	}
+
+	wg.Wait()
+	if err := <-served; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	if took := time.Since(began); took > 2*time.Second+4*time.Second {
+		t.Errorf("shutdown took %v with a 2s timeout", took) // liveness bound
+	}
+	for i, e := range ends {
+		switch {
+		case e.err != nil:
+			t.Errorf("stream %d: %v", i, e.err)
+		case !e.done:
+			t.Errorf("stream %d ended without [DONE]", i)
+		case i%2 == 0 && e.errEvent != "":
+			t.Errorf("short stream %d ended with an error: %s", i, e.errEvent)
+		case i%2 == 1 && !strings.Contains(e.errEvent, "shutting down"):
+			t.Errorf("long stream %d: error event %q, want one saying the server is shutting down", i, e.errEvent)
+		}
+	}
+	for time.Now().Before(deadline.Add(5 * time.Second)) {
+		if st := sched.Stats(); st.Running == 0 && st.Waiting == 0 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("sequences still running after the shutdown: %+v", sched.Stats())
+}
+
+// TestACancellationStormLeavesNoTrace: 200 streaming clients leave after
+// half a second (some queued, some prefilling, some decoding); then a
+// fresh request's first token comes within 2 s, and the pod-wide gauges
+// (running, waiting, KV usage) are back to zero within 5 s.
+func TestACancellationStormLeavesNoTrace(t *testing.T) {
+	ts := startServer(t, modeltest.Preset(t, "tiny"), Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		scheduler.Options{Parallel: 8, Cells: 16384, MaxQueue: 512})
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			defer cancel()
+			body := fmt.Sprintf(`{"model":"%s","prompt":"storm %d the cat saw a big red ball","max_tokens":1000,"ignore_eos":true,"stream":true}`, ts.model, i)
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, ts.URL+"/v1/completions", strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return // left before the headers came: queued
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}()
+	}
+	wg.Wait()
+
+	start := time.Now()
+	resp, err := http.Post(ts.URL+"/v1/completions", "application/json",
+		strings.NewReader(`{"model":"`+ts.model+`","prompt":"after the storm","max_tokens":4,"stream":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	ttft := time.Since(start)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil || !strings.HasPrefix(line, "data: ") {
+		t.Fatalf("the fresh request: %q %v", line, err)
+	}
+	if ttft > 2*time.Second {
+		t.Errorf("the fresh request's first token took %v after the storm", ttft) // the issue's bound
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		l := ts.srv.backend.Load()
+		if l.Running == 0 && l.Waiting == 0 && l.KVCellsActive == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("5 s after the storm the load is %+v", l)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := ts.sched.Stats(); st.Cancelled == 0 {
+		t.Fatalf("no request was cancelled: %+v", st)
+	}
+}
