@@ -484,7 +484,9 @@ func TestReadinessProbeFailsWhileRunningStreamsDrainAfterSIGTERM(t *testing.T) {
 	base, loras := synthModels(t, bin, t.TempDir(), 8192, adapterNames(p.Config)...)
 	proc := startLLMux(t, bin, withModelPaths(t, p.ConfigText, base, loras), "--threads", "1")
 	gen := startGeneration(t, proc, firstModelName(t, p.Config), 30000)
-	gen.waitFirstToken(t, time.Minute)
+	if !gen.waitFirstToken(t, time.Minute) {
+		t.Fatal("no token within a minute")
+	}
 	if err := proc.cmd.Process.Signal(sigterm); err != nil {
 		t.Fatal(err)
 	}

