@@ -25,7 +25,8 @@ export work PORT
 cleanup() { [ -f "$work/pid" ] && kill "$(cat "$work/pid")" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-# serve [--direct]: a fresh example server.
+# serve [--direct]: a fresh example server (the application answers at
+# /assistant, the direct server at the root).
 cat >"$work/serve" <<'EOS'
 #!/usr/bin/env bash
 set -euo pipefail
@@ -34,14 +35,15 @@ cmd=("$work/composed" --addr "127.0.0.1:$PORT" --chat "$work/bench.gguf" --code 
 printf '== %s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(printf '%q ' "${cmd[@]}")" >>"$RECORD_DIR/serve.log"
 setsid "${cmd[@]}" >>"$RECORD_DIR/serve.log" 2>&1 &
 echo $! >"$work/pid"
-for _ in $(seq 1 600); do curl -sf -H 'Authorization: Bearer k' "http://127.0.0.1:$PORT/v1/models" | grep -q '"chat"' && exit 0; sleep 0.2; done
+base="http://127.0.0.1:$PORT/assistant"; [ "${1:-}" = --direct ] && base="http://127.0.0.1:$PORT"
+for _ in $(seq 1 600); do curl -sf -H 'Authorization: Bearer k' "$base/v1/models" | grep -q '"chat"' && exit 0; sleep 0.2; done
 echo "applications: server did not come up" >&2; exit 1
 EOS
 chmod +x "$work/serve"
-bench="./bin/llmux bench --base-url http://127.0.0.1:$PORT --api-key k --model chat --seed 1 --dataset-name random --random-input-len 32 --random-output-len 64 --ignore-eos --num-prompts $PROMPTS --max-concurrency 16,1 --warmup 2"
+bench="./bin/llmux bench --api-key k --model chat --seed 1 --dataset-name random --random-input-len 32 --random-output-len 64 --ignore-eos --num-prompts $PROMPTS --max-concurrency 16,1 --warmup 2"
 interleave "$PAIRS" \
-  app "\"\$work/serve\" && $bench --label app --output \"\$RECORD_DIR/app-\$PAIR.json\"" \
-  direct "\"\$work/serve\" --direct && $bench --label direct --output \"\$RECORD_DIR/direct-\$PAIR.json\""
+  app "\"\$work/serve\" && $bench --base-url http://127.0.0.1:$PORT/assistant --label app --output \"\$RECORD_DIR/app-\$PAIR.json\"" \
+  direct "\"\$work/serve\" --direct && $bench --base-url http://127.0.0.1:$PORT --label direct --output \"\$RECORD_DIR/direct-\$PAIR.json\""
 for m in output_throughput tpot.median_ms ttft.median_ms; do
   record "pairs-app-$m" ./bin/llmux bench pairs --metric "$m" --a "$RECORD_DIR/app-[0-9].json" --b "$RECORD_DIR/direct-[0-9].json"
 done

@@ -33,7 +33,7 @@ type Options struct {
 	Application bool
 	// Applications are served beside this server's routes, each under
 	// its route prefix (stripped before it sees the request); they do
-	// their own auth and limits.
+	// their own auth and limits. SetApplications replaces them.
 	Applications []Mounted
 	// Auth, when set, admits requests to the API routes instead of
 	// APIKeys: the application's auth middleware (per-key rate limits).
@@ -95,7 +95,8 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	router  *gin.Engine
-	handler http.Handler // router, or a dispatcher in front of it and the mounted applications
+	handler http.Handler // a dispatcher in front of router and the mounted applications
+	apps    atomic.Pointer[[]Mounted]
 
 	// traceWrite, when set (benchmarks), is told each streamed event's
 	// request id and scheduler emission time right after it is flushed.
@@ -160,10 +161,8 @@ func New(backend llm.Backend, opts Options) *Server {
 		}
 	}
 	s.router = s.routes()
-	s.handler = s.router
-	if len(opts.Applications) > 0 {
-		s.handler = http.HandlerFunc(s.dispatch)
-	}
+	s.SetApplications(opts.Applications)
+	s.handler = http.HandlerFunc(s.dispatch)
 	return s
 }
 
@@ -177,9 +176,14 @@ type Mounted struct {
 // applications under their prefixes.
 func (s *Server) Handler() http.Handler { return s.handler }
 
+// SetApplications replaces the mounted applications (a config reload).
+// Requests already in an application finish there; new ones find the new
+// set.
+func (s *Server) SetApplications(apps []Mounted) { s.apps.Store(&apps) }
+
 // dispatch sends a request under a mounted prefix to its application.
 func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
-	for _, m := range s.opts.Applications {
+	for _, m := range *s.apps.Load() {
 		if strings.HasPrefix(r.URL.Path, m.Prefix+"/") {
 			http.StripPrefix(m.Prefix, m.Handler).ServeHTTP(w, r)
 			return

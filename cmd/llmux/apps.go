@@ -9,16 +9,28 @@ import (
 
 	"github.com/llmux/llmux/app"
 	"github.com/llmux/llmux/llm"
+	"github.com/llmux/llmux/multiplex"
 	"github.com/llmux/llmux/server"
 )
-
-// defaultRegistry is the deployment and middleware kinds the config
-// file's applications may name: the ones llmux ships.
-func defaultRegistry() *app.Registry { return app.Builtin() }
 
 // reservedPrefixes are the serving process's own routes: the default
 // application (every catalog model) answers them at the root.
 var reservedPrefixes = []string{"/v1", "/health", "/ready", "/metrics", "/tokenize", "/detokenize", "/-"}
+
+// checkApplicationModels reports an llm deployment naming a model the
+// catalog does not have.
+func checkApplicationModels(specs []app.Spec, catalog *multiplex.Catalog) error {
+	for _, a := range specs {
+		for _, d := range a.Deployments {
+			for _, m := range d.Models {
+				if _, _, err := catalog.Resolve(m); err != nil {
+					return fmt.Errorf("application %s: deployment %s: %w", a.Name, d.Name, err)
+				}
+			}
+		}
+	}
+	return nil
+}
 
 // buildApplications builds the config's applications over the serving
 // backend: each llm deployment serves its models from it; each

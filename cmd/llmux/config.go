@@ -17,7 +17,7 @@ import (
 // config file's applications may name: the one place where the shipped
 // kinds are registered.
 func defaultRegistry() *app.Registry {
-	return app.NewRegistry()
+	return app.Builtin()
 }
 
 // configFile is llmux serve's config file, parsed.

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/llmux/llmux/app"
 	"github.com/llmux/llmux/gpu"
 	"github.com/llmux/llmux/llm"
 	"github.com/llmux/llmux/models"
@@ -304,12 +305,23 @@ func runServe(ctx context.Context, args []string) error {
 	registry.MustRegister(deploymentCollector{status: func() []deploymentStatus { return deployments() }})
 	limits := openai.DefaultLimits()
 	limits.MaxTokens, limits.MaxN = *f.maxTokens, *f.maxN
-	srv := server.New(be, server.Options{
+	opts := server.Options{
 		APIKeys: splitComma(*f.apiKeys), AdminKeys: splitComma(*f.adminKeys), MetricsAuth: *f.metricsAuth,
 		AllowedHosts: splitComma(*f.allowedHosts), RequestTimeout: *f.requestTimeout, CORSOrigins: splitComma(*f.cors), Deployments: func() any { return deployments() },
 		MaxBodyBytes: *f.maxBody, Limits: &limits, ShutdownTimeout: *f.shutdownTimeout, Version: version, Logger: logger,
 		Registry: registry,
-	})
+	}
+	var specs []app.Spec
+	if f.file != nil {
+		specs = f.file.Applications
+	}
+	if err := checkApplicationModels(specs, catalog); err != nil {
+		return err
+	}
+	if opts.Applications, err = buildApplications(specs, be, opts); err != nil {
+		return err
+	}
+	srv := server.New(be, opts)
 	ln, err := net.Listen("tcp", net.JoinHostPort(*f.host, strconv.Itoa(*f.port)))
 	if err != nil {
 		return err
@@ -324,11 +336,23 @@ func runServe(ctx context.Context, args []string) error {
 	// stops (unloading every model, stopping every replica) once the
 	// server has.
 	beCtx, stopBackend := context.WithCancel(context.Background())
-	// SIGHUP re-reads the config file; applying its applications is for
-	// the hook (nil: the changes are logged).
+	// SIGHUP re-reads the config file and rebuilds its applications over
+	// the same models: requests in an old application finish there.
 	reloadCtx, stopReload := context.WithCancel(ctx)
 	defer stopReload()
-	watchConfig(reloadCtx, f, logger, nil)
+	watchConfig(reloadCtx, f, logger, func(_, specs []app.Spec) {
+		if err := checkApplicationModels(specs, catalog); err != nil {
+			logger.Error("config reload: applications not applied", "err", err)
+			return
+		}
+		mounted, err := buildApplications(specs, be, opts)
+		if err != nil {
+			logger.Error("config reload: applications not applied", "err", err)
+			return
+		}
+		srv.SetApplications(mounted)
+		logger.Info("config reload: applications applied", "applications", len(mounted))
+	})
 	var g errgroup.Group
 	g.Go(func() error { return be.Run(beCtx) })
 	g.Go(func() error {

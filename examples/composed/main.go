@@ -31,7 +31,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	log.Printf("serving on http://%s/v1", *addr)
+	log.Printf("serving on http://%s/assistant/v1 (--direct: /v1)", *addr)
 	log.Fatal(http.ListenAndServe(*addr, handler))
 }
 
@@ -45,16 +45,7 @@ func build(ctx context.Context, chat, code, key string, direct bool) (http.Handl
 	if direct {
 		return server.New(pool, server.Options{}).Handler(), nil
 	}
-	spec, err := app.New("assistant").
-		LLM("chat-llm", "chat").
-		LLM("code-llm", "code").
-		Deploy("router", "keyword-router", middleware.KeywordRouterConfig{
-			Rules:   []middleware.KeywordRule{{Keywords: []string{"code", "function", "bug"}, To: "code-llm", Model: "code"}},
-			Default: "chat-llm", DefaultModel: "chat",
-		}, "chat-llm", "code-llm").
-		Ingress("router").
-		Use("auth", middleware.AuthConfig{Keys: []middleware.KeyConfig{{Key: key}}}).
-		Spec()
+	spec, err := assistant(key)
 	if err != nil {
 		return nil, err
 	}
@@ -66,4 +57,18 @@ func build(ctx context.Context, chat, code, key string, direct bool) (http.Handl
 		return nil, err
 	}
 	return app.Mount(a), nil
+}
+
+// assistant is the application, mounted at /assistant.
+func assistant(key string) (app.Spec, error) {
+	return app.New("assistant").Route("/assistant").
+		LLM("chat-llm", "chat").
+		LLM("code-llm", "code").
+		Deploy("router", "keyword-router", middleware.KeywordRouterConfig{
+			Rules:   []middleware.KeywordRule{{Keywords: []string{"code", "function", "bug"}, To: "code-llm", Model: "code"}},
+			Default: "chat-llm", DefaultModel: "chat",
+		}, "chat-llm", "code-llm").
+		Ingress("router").
+		Use("auth", middleware.AuthConfig{Keys: []middleware.KeyConfig{{Key: key}}}).
+		Spec()
 }

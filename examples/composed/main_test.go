@@ -4,12 +4,17 @@ import (
 	"context"
 	"errors"
 	"net/http/httptest"
+	"os"
+	"reflect"
 	"testing"
 	"time"
 
 	goopenai "github.com/sashabaranov/go-openai"
 
+	"github.com/llmux/llmux/app"
+	"github.com/llmux/llmux/config"
 	"github.com/llmux/llmux/models/modeltest"
+	"github.com/llmux/llmux/multiplex"
 )
 
 // TestTheExampleServesBehindAuth runs the example's application on the
@@ -25,7 +30,7 @@ func TestTheExampleServesBehindAuth(t *testing.T) {
 	hs := httptest.NewServer(h)
 	defer hs.Close()
 	cfg := goopenai.DefaultConfig("k")
-	cfg.BaseURL = hs.URL + "/v1"
+	cfg.BaseURL = hs.URL + "/assistant/v1"
 	c := goopenai.NewClientWithConfig(cfg)
 	for _, prompt := range []string{"fix this bug in my code", "tell me about cats"} {
 		resp, err := c.CreateChatCompletion(ctx, goopenai.ChatCompletionRequest{Model: "chat", MaxTokens: 4,
@@ -38,9 +43,29 @@ func TestTheExampleServesBehindAuth(t *testing.T) {
 		}
 	}
 	cfg = goopenai.DefaultConfig("")
-	cfg.BaseURL = hs.URL + "/v1"
+	cfg.BaseURL = hs.URL + "/assistant/v1"
 	var apiErr *goopenai.APIError
 	if _, err := goopenai.NewClientWithConfig(cfg).ListModels(ctx); !errors.As(err, &apiErr) || apiErr.HTTPStatusCode != 401 {
 		t.Fatalf("without the key: %v", err)
+	}
+}
+
+// TestTheYAMLIsTheSameApplication: llmux.yaml beside the program, read as
+// llmux serve reads it, resolves to the same spec as assistant() builds.
+func TestTheYAMLIsTheSameApplication(t *testing.T) {
+	data, err := os.ReadFile("llmux.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, probs := config.Parse("llmux.yaml", data, config.Options[multiplex.ModelConfig]{Registry: app.Builtin()})
+	if len(probs) > 0 {
+		t.Fatal(probs)
+	}
+	want, err := assistant("secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Applications) != 1 || !reflect.DeepEqual(f.Applications[0], want) {
+		t.Fatalf("YAML:\n%+v\nGo:\n%+v", f.Applications, want)
 	}
 }
