@@ -5,8 +5,10 @@ package kubernetes
 import (
 	"fmt"
 	"net/http"
+	"os"
 	"os/exec"
 	"path"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -431,7 +433,9 @@ func TestPoolServiceAndHPASelectTheLLMuxPods(t *testing.T) {
 
 // The live half of the probe rules: the probe paths are llmux routes, the
 // pod's config starts llmux, and a Host header from outside the pod (the
-// kubelet's, the picker's, the gateway's) is not refused.
+// kubelet's, the picker's, the gateway's) is not refused. Liveness and
+// startup pass as soon as llmux listens; readiness once its models are
+// ready.
 func TestProbePathsAnswerOnLLMuxRunningThePodsConfig(t *testing.T) {
 	bin := llmuxBin(t)
 	objs := loadManifests(t)
@@ -441,19 +445,40 @@ func TestProbePathsAnswerOnLLMuxRunningThePodsConfig(t *testing.T) {
 	// files; only the port is overridden (flag beats file), and the
 	// engine gets one thread on this shared machine.
 	proc := startLLMux(t, bin, withModelPaths(t, p.ConfigText, base, loras), "--threads", "1")
-	for name, probe := range map[string]*corev1.Probe{"liveness": p.Container.LivenessProbe, "readiness": p.Container.ReadinessProbe, "startup": p.Container.StartupProbe} {
+	const podIP = "10.1.2.3:8000" // the Host the kubelet sends
+	for name, probe := range map[string]*corev1.Probe{"liveness": p.Container.LivenessProbe, "startup": p.Container.StartupProbe} {
 		if probe == nil || probe.HTTPGet == nil {
 			continue
 		}
-		host := "10.1.2.3:8000" // a pod IP, as the kubelet sends it
-		code, body, err := get(proc.URL+probe.HTTPGet.Path, host)
+		code, body, err := get(proc.URL+probe.HTTPGet.Path, podIP)
 		if err != nil || code != http.StatusOK {
-			t.Errorf("%s probe GET %s (Host %s): %d %s %v", name, probe.HTTPGet.Path, host, code, body, err)
+			t.Errorf("%s probe GET %s (Host %s): %d %s %v", name, probe.HTTPGet.Path, podIP, code, body, err)
 		}
 	}
+	ready := p.Container.ReadinessProbe.HTTPGet.Path
+	t.Log(waitFor(t, 2*time.Minute, "the readiness probe passes", func() (bool, string) {
+		code, body, err := get(proc.URL+ready, podIP)
+		return err == nil && code == http.StatusOK, fmt.Sprintf("GET %s (Host %s): %d %s %v", ready, podIP, code, body, err)
+	}))
 	code, _, err := get(proc.URL+"/v1/models", "inference-gateway.llmux.svc.cluster.local")
 	if err != nil || code != http.StatusOK {
 		t.Errorf("GET /v1/models with the gateway's Host: %d %v", code, err)
+	}
+}
+
+// llmux's own config checker (`llmux config validate`: keys, values, and
+// explicit GPU and memory requests against this machine) accepts the
+// pod's config file as it is.
+func TestPodsConfigPassesLLMuxConfigValidate(t *testing.T) {
+	bin := llmuxBin(t)
+	p := loadLLMuxPod(t, loadManifests(t))
+	file := filepath.Join(t.TempDir(), path.Base(p.ConfigPath))
+	if err := os.WriteFile(file, p.ConfigText, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "config", "validate", file).CombinedOutput()
+	if err != nil {
+		t.Errorf("llmux config validate: %v\n%s", err, out)
 	}
 }
 
@@ -471,13 +496,10 @@ func adapterNames(cfg map[string]any) []string {
 }
 
 // After SIGTERM (which comes after the preStop pause) llmux drains: the
-// readiness probe must fail, so that nothing new is sent to the pod, while
-// the streams already running go on. (llmux closes its listener at
-// SIGTERM, so the probe fails by a refused connection, which the kubelet
-// counts as a failure like a 503. The liveness probe fails the same way;
-// the kubelet does not restart a container of a terminating pod, so that
-// costs nothing, but it is why the probes cannot tell draining from dead.)
-func TestReadinessProbeFailsWhileRunningStreamsDrainAfterSIGTERM(t *testing.T) {
+// readiness probe must fail, so that nothing new is sent to the pod, the
+// liveness probe must keep passing, so that the kubelet does not restart
+// the container, and the streams already running must go on.
+func TestReadinessFailsLivenessHoldsAndStreamsGoOnWhileLLMuxDrains(t *testing.T) {
 	bin := llmuxBin(t)
 	objs := loadManifests(t)
 	p := loadLLMuxPod(t, objs)
@@ -490,11 +512,15 @@ func TestReadinessProbeFailsWhileRunningStreamsDrainAfterSIGTERM(t *testing.T) {
 	if err := proc.cmd.Process.Signal(sigterm); err != nil {
 		t.Fatal(err)
 	}
-	ready := p.Container.ReadinessProbe.HTTPGet.Path
-	waitFor(t, 30*time.Second, "readiness probe fails after SIGTERM", func() (bool, string) {
+	ready, live := p.Container.ReadinessProbe.HTTPGet.Path, p.Container.LivenessProbe.HTTPGet.Path
+	// A refused connection fails a probe as a 503 does.
+	t.Log(waitFor(t, 30*time.Second, "readiness probe fails after SIGTERM", func() (bool, string) {
 		code, body, err := get(proc.URL+ready, "")
-		return err != nil || code < 200 || code >= 400, fmt.Sprintf("GET %s: %d %s", ready, code, body)
-	})
+		return err != nil || code < 200 || code >= 400, fmt.Sprintf("GET %s: %d %s %v", ready, code, body, err)
+	}))
+	if code, body, err := get(proc.URL+live, ""); err != nil || code != http.StatusOK {
+		t.Errorf("liveness probe GET %s while draining: %d %s %v", live, code, body, err)
+	}
 	before := gen.tokens.Load()
 	waitFor(t, 30*time.Second, "the running stream keeps streaming while llmux drains", func() (bool, string) {
 		n := gen.tokens.Load()
