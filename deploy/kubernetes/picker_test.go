@@ -23,7 +23,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	backendmetrics "sigs.k8s.io/gateway-api-inference-extension/pkg/epp/backend/metrics"
+	"sigs.k8s.io/gateway-api-inference-extension/pkg/epp/datalayer"
 	fwkdl "sigs.k8s.io/gateway-api-inference-extension/pkg/epp/framework/interface/datalayer"
+	fwksched "sigs.k8s.io/gateway-api-inference-extension/pkg/epp/framework/interface/scheduling"
+	"sigs.k8s.io/gateway-api-inference-extension/pkg/epp/scheduling"
 )
 
 // pickerLoad is what a test puts on llmux and expects the picker to read.
@@ -192,15 +195,22 @@ func sumGauge(f *dto.MetricFamily) float64 {
 func pickerEndpoint(t *testing.T, ctx context.Context, objs []object, p *llmuxProcess) fwkdl.Endpoint {
 	t.Helper()
 	e := loadEPPPod(t, objs)
-	pod := loadLLMuxPod(t, objs)
 	_, _, rt := loadPicker(t, ctx, e.ConfigText)
+	return addEndpoint(t, ctx, rt, objs, p, 0)
+}
+
+// addEndpoint registers llmux as pod number i of the pool with rt.
+func addEndpoint(t *testing.T, ctx context.Context, rt *datalayer.Runtime, objs []object, p *llmuxProcess, i int) fwkdl.Endpoint {
+	t.Helper()
+	pod := loadLLMuxPod(t, objs)
 	host, port, err := net.SplitHostPort(p.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
+	name := fmt.Sprintf("%s-%d", pod.Deployment.Name, i)
 	meta := &fwkdl.EndpointMetadata{
-		NamespacedName: types.NamespacedName{Namespace: pod.Deployment.Namespace, Name: pod.Deployment.Name + "-0"},
-		PodName:        pod.Deployment.Name + "-0",
+		NamespacedName: types.NamespacedName{Namespace: pod.Deployment.Namespace, Name: name},
+		PodName:        name,
 		Address:        host,
 		Port:           port,
 		MetricsHost:    p.Addr,
@@ -315,4 +325,96 @@ func TestPickerCountsRequestsHeldByTheReplicaRouter(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	expectPickerReads(t, objs, p, pickerLoad{Running: 4, Waiting: 3, Active: []string{"base"}})
+}
+
+// twoPods starts two llmux processes (two pods of the pool, two slots
+// each, adapter ad1 available on both) and a picker built from the
+// manifests' EndpointPickerConfig polling both.
+func twoPods(t *testing.T) (objs []object, pods [2]*llmuxProcess, eps [2]fwkdl.Endpoint, sched *scheduling.Scheduler) {
+	t.Helper()
+	bin := llmuxBin(t)
+	objs = loadManifests(t)
+	base, loras := synthModels(t, bin, t.TempDir(), 131072, "ad1")
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	_, cfg, rt := loadPicker(t, ctx, loadEPPPod(t, objs).ConfigText)
+	for i := range pods {
+		pods[i] = startLLMux(t, bin, pickerLLMuxConfig(base, loras, 2, 1, ""))
+		waitLoaded(t, pods[i], "base", 1)
+		eps[i] = addEndpoint(t, ctx, rt, objs, pods[i], i)
+	}
+	return objs, pods, eps, scheduling.NewSchedulerWithConfig(cfg.SchedulerConfig)
+}
+
+// pick runs the picker's scheduler (the manifests' profile: its scorers
+// and weights, and the picker the loader adds) for a completion request
+// for model over the two pods as the data layer sees them now, and
+// returns the chosen pod's index.
+func pick(t *testing.T, sched *scheduling.Scheduler, eps [2]fwkdl.Endpoint, model string) int {
+	t.Helper()
+	var cands []fwksched.Endpoint
+	for _, ep := range eps {
+		cands = append(cands, fwksched.NewEndpoint(ep.GetMetadata(), ep.GetMetrics(), ep.GetAttributes()))
+	}
+	req := &fwksched.LLMRequest{
+		RequestId:   fmt.Sprintf("req-%d", generations.Add(1)),
+		TargetModel: model,
+		Body:        &fwksched.LLMRequestBody{Completions: &fwksched.CompletionsRequest{Prompt: fwksched.Prompt{Raw: "Tell me a story about a lighthouse."}}},
+	}
+	res, err := sched.Schedule(context.Background(), req, cands)
+	if err != nil {
+		t.Fatalf("picker: %v", err)
+	}
+	targets := res.ProfileResults[res.PrimaryProfileName].TargetEndpoints
+	if len(targets) == 0 {
+		t.Fatal("the picker chose no pod")
+	}
+	for i, ep := range eps {
+		if targets[0].GetMetadata().NamespacedName == ep.GetMetadata().NamespacedName {
+			return i
+		}
+	}
+	t.Fatalf("the picker chose %v, not one of the pods", targets[0].GetMetadata().NamespacedName)
+	return -1
+}
+
+// Pod 0 has both slots busy and three requests queued; pod 1 is idle: the
+// picker, reading llmux's figures, sends new work to pod 1, every time.
+func TestPickerSendsNewWorkToTheIdleLLMuxPod(t *testing.T) {
+	_, pods, eps, sched := twoPods(t)
+	loadLLMux(t, pods[0], []string{"base", "base"}, []string{"base", "base", "base"})
+	waitFor(t, time.Minute, "the picker sees pod 0 loaded", func() (bool, string) {
+		m := eps[0].GetMetrics()
+		return m.WaitingQueueSize == 3 && m.RunningRequestsSize == 2, fmt.Sprintf("pod 0 %+v", *m)
+	})
+	for range 20 {
+		if got := pick(t, sched, eps, "base"); got != 1 {
+			t.Fatalf("the picker chose pod %d; pod 0: %+v; pod 1: %+v", got, *eps[0].GetMetrics(), *eps[1].GetMetrics())
+		}
+	}
+}
+
+// Both pods idle; only pod 1 has adapter ad1 loaded (it served a request
+// for it): the picker's LoRA affinity sends ad1's requests there.
+func TestPickerSendsAnAdapterRequestToThePodThatHasItLoaded(t *testing.T) {
+	_, pods, eps, sched := twoPods(t)
+	body := `{"model":"ad1","prompt":"Once upon a time","max_tokens":4}`
+	resp, err := http.Post(pods[1].URL+"/v1/completions", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("completion on ad1: %s", resp.Status)
+	}
+	waitFor(t, time.Minute, "the picker sees ad1 active on pod 1 only", func() (bool, string) {
+		_, on0 := eps[0].GetMetrics().ActiveModels["ad1"]
+		_, on1 := eps[1].GetMetrics().ActiveModels["ad1"]
+		return on1 && !on0, fmt.Sprintf("pod 0 %v, pod 1 %v", eps[0].GetMetrics().ActiveModels, eps[1].GetMetrics().ActiveModels)
+	})
+	for range 20 {
+		if got := pick(t, sched, eps, "ad1"); got != 1 {
+			t.Fatalf("the picker chose pod %d for ad1; pod 0: %+v; pod 1: %+v", got, *eps[0].GetMetrics(), *eps[1].GetMetrics())
+		}
+	}
 }
