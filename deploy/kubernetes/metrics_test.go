@@ -27,9 +27,12 @@ import (
 )
 
 const (
-	dashboardFile     = "grafana/llmux.json"
-	adapterValuesFile = "prometheus-adapter-values.yaml"
-	adapterConfigMap  = "prometheus-adapter"
+	dashboardFile = "grafana/llmux.json"
+	// The Prometheus adapter's rules: Helm values, and a ConfigMap for an
+	// adapter installed from manifests (outside manifestDir: it lives in
+	// the adapter's namespace and would clash with the chart's).
+	adapterValuesFile    = "prometheus-adapter/values.yaml"
+	adapterConfigMapFile = "prometheus-adapter/configmap.yaml"
 )
 
 // adapterRule is one rule of the Prometheus adapter's configuration
@@ -93,7 +96,15 @@ func decodeYAMLStrict(data []byte, v any) error {
 
 func loadAdapterRules(t *testing.T, objs []object) []adapterRule {
 	t.Helper()
-	cm := find[*corev1.ConfigMap](t, objs, adapterConfigMap)
+	more, err := decodeFile(adapterConfigMapFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cms := all[*corev1.ConfigMap](more)
+	if len(cms) != 1 {
+		t.Fatalf("%s: want one ConfigMap, got %d", adapterConfigMapFile, len(cms))
+	}
+	cm := cms[0]
 	var cfg adapterConfig
 	if err := decodeYAMLStrict([]byte(cm.Data["config.yaml"]), &cfg); err != nil {
 		t.Fatalf("ConfigMap %s config.yaml: %v", cm.Name, err)
