@@ -183,12 +183,13 @@ func (h *Handle) Scale(n int) {
 		}
 		r.mu.Unlock()
 	}
+	undrained := false
 	for len(active) < n && len(draining) > 0 {
 		r := draining[0]
 		draining = draining[1:]
 		r.mu.Lock()
 		if !r.closed {
-			r.draining = false
+			r.draining, undrained = false, true
 			active = append(active, r)
 		}
 		r.mu.Unlock()
@@ -215,7 +216,9 @@ func (h *Handle) Scale(n int) {
 		}
 		h.reps = slices.DeleteFunc(h.reps, func(r *goReplica) bool { return slices.Contains(idle, r) })
 	}
-	h.signal()
+	if undrained {
+		h.signal()
+	}
 	h.mu.Unlock()
 	for _, r := range idle {
 		closeDeployment(r.d)

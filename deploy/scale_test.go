@@ -71,8 +71,8 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 
 // TestGoDeploymentAutoscalesWithALoadRamp is the acceptance test for Go
 // deployments: a load ramp takes the deployment from one replica to
-// four and back to one, with no failed call, and the replicas scaled
-// away are closed once their calls have ended.
+// four and back to one as the load goes down, with no failed call, and
+// the replicas scaled away are closed once their calls have ended.
 func TestGoDeploymentAutoscalesWithALoadRamp(t *testing.T) {
 	cfg := autoscale.DefaultConfig()
 	cfg.MinReplicas, cfg.MaxReplicas, cfg.TargetOngoingRequests = 1, 4, 2
@@ -99,47 +99,69 @@ func TestGoDeploymentAutoscalesWithALoadRamp(t *testing.T) {
 	if s, _ := count(h); s != 1 {
 		t.Fatalf("%d replicas at start, want 1", s)
 	}
-	load, stopLoad := context.WithCancel(context.Background())
-	var failed, served, most atomic.Int64
+	var failed, served atomic.Int64
 	var wg sync.WaitGroup
-	client := func(i int) {
-		defer wg.Done()
-		for n := 0; load.Err() == nil; n++ {
-			// Each call gets a generous deadline of its own: a call that
-			// waits for room must get it, not fail.
-			cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
-			_, e := h.Call(cctx, prompt(fmt.Sprintf("client %d call %d", i, n)))
-			ccancel()
-			if e != nil {
-				failed.Add(1)
-				t.Errorf("client %d call %d: %v", i, n, e)
-				return
+	var stops []context.CancelFunc
+	client := func() {
+		ctx, stop := context.WithCancel(context.Background())
+		stops = append(stops, stop)
+		i := len(stops)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ctx.Err() == nil; n++ {
+				// A call that waits for room must get it, not fail: each
+				// has a generous deadline of its own.
+				cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
+				_, e := h.Call(cctx, prompt(fmt.Sprintf("client %d call %d", i, n)))
+				ccancel()
+				if e != nil {
+					failed.Add(1)
+					t.Errorf("client %d call %d: %v", i, n, e)
+					return
+				}
+				served.Add(1)
 			}
-			served.Add(1)
-		}
+		}()
 	}
-	// Ramp: a client more every 20 ms, up to eight (four replicas' worth
-	// at two each), until four replicas serve.
+	defer func() {
+		for _, stop := range stops {
+			stop()
+		}
+		wg.Wait()
+	}()
+	// Up: a client more every 20 ms, up to eight (four replicas' worth at
+	// two each), until four replicas serve.
+	most := 0
 	deadline := time.Now().Add(30 * time.Second)
-	for clients := 0; ; {
-		if clients < 8 {
-			wg.Add(1)
-			go client(clients)
-			clients++
+	for {
+		if len(stops) < 8 {
+			client()
 		}
 		s, _ := count(h)
-		most.Store(max(most.Load(), int64(s)))
-		if s == 4 || time.Now().After(deadline) {
+		most = max(most, s)
+		if most == 4 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	if most != 4 {
+		t.Fatalf("the load ramp reached %d replicas, want 4 (autoscaler: %+v)", most, h.Autoscaling())
+	}
+	// Down: the clients leave one by one every 20 ms but one, which goes
+	// on while the surplus replicas drain.
 	time.Sleep(100 * time.Millisecond)
-	stopLoad()
+	for i := len(stops) - 1; i > 0; i-- {
+		stops[i]()
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitUntil(t, "back to one replica under one client's load", func() bool { s, d := count(h); return s == 1 && d == 0 })
+	before := served.Load()
+	waitUntil(t, "calls after the scale-down", func() bool { return served.Load() >= before+5 || failed.Load() > 0 })
+	stops[0]()
 	wg.Wait()
-	waitUntil(t, "back to one replica", func() bool { s, d := count(h); return s == 1 && d == 0 })
-	if most.Load() != 4 || failed.Load() != 0 {
-		t.Fatalf("reached %d replicas, %d calls failed of %d", most.Load(), failed.Load(), served.Load()+failed.Load())
+	if failed.Load() != 0 {
+		t.Fatalf("%d calls failed of %d", failed.Load(), served.Load()+failed.Load())
 	}
 	if b, c := built.Load(), closed.Load(); b-c != 1 || c < 3 {
 		t.Fatalf("%d replicas built, %d closed; want all but one closed", b, c)

@@ -148,8 +148,8 @@ func TestScaleStartsReplicasAndDrainsThemDown(t *testing.T) {
 
 // TestAutoscalingFollowsALoadRamp is the acceptance test for replica
 // processes: a load ramp driven by the test takes the set from one
-// replica to four, and back to one once the load is gone, with no failed
-// request.
+// replica to four, and back to one as the load goes down, with no failed
+// request (those running on replicas scaled away finish there).
 func TestAutoscalingFollowsALoadRamp(t *testing.T) {
 	cfg := autoscale.DefaultConfig()
 	cfg.MinReplicas, cfg.MaxReplicas, cfg.TargetOngoingRequests = 1, 4, 1
@@ -159,50 +159,72 @@ func TestAutoscalingFollowsALoadRamp(t *testing.T) {
 	waitFor(t, "the initial replica", s, only(1))
 
 	var failed, served atomic.Int64
-	var most atomic.Int64
-	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	worker := func(i int) {
-		defer wg.Done()
-		for n := 0; ctx.Err() == nil; n++ {
-			o := run(context.Background(), s, fmt.Sprintf("worker %d request %d", i, n), 60, nil)
-			if o.err != nil || o.finish != llm.FinishLength {
-				failed.Add(1)
-				t.Errorf("worker %d request %d: %+v", i, n, o)
-				return
+	var stops []context.CancelFunc
+	client := func() {
+		ctx, stop := context.WithCancel(context.Background())
+		stops = append(stops, stop)
+		i := len(stops)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ctx.Err() == nil; n++ {
+				o := run(context.Background(), s, fmt.Sprintf("client %d request %d", i, n), 16, nil)
+				if o.err != nil || o.finish != llm.FinishLength {
+					failed.Add(1)
+					t.Errorf("client %d request %d: %+v", i, n, o)
+					return
+				}
+				served.Add(1)
 			}
-			served.Add(1)
-		}
+		}()
 	}
-	// Ramp: one more client every 100 ms up to eight (two per replica at
-	// four replicas, twice the target), held until four replicas serve.
-	deadline := time.Now().Add(90 * time.Second)
-	for clients := 0; ; {
-		if clients < 8 {
-			wg.Add(1)
-			go worker(clients)
-			clients++
+	defer func() {
+		for _, stop := range stops {
+			stop()
 		}
-		ready := int64(byState(s)[stateReady])
-		most.Store(max(most.Load(), ready))
-		if ready == 4 || time.Now().After(deadline) {
+		wg.Wait()
+	}()
+	// Up: one more client every 100 ms up to eight (two per replica at
+	// four replicas, twice the target), until four replicas serve.
+	most := 0
+	began := time.Now()
+	deadline := began.Add(90 * time.Second)
+	for {
+		if len(stops) < 8 {
+			client()
+		}
+		most = max(most, byState(s)[stateReady])
+		if most == 4 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	// Let the four replicas serve a little before the load goes.
-	time.Sleep(300 * time.Millisecond)
-	stop()
-	wg.Wait()
-	if most.Load() != 4 {
-		t.Fatalf("the load ramp reached %d ready replicas, want 4 (autoscaler: %+v)", most.Load(), s.Autoscaling())
+	if most != 4 {
+		t.Fatalf("the load ramp reached %d ready replicas, want 4 (autoscaler: %+v)", most, s.Autoscaling())
 	}
-	waitFor(t, "back to one replica", s, only(1))
+	t.Logf("four replicas after %v, %d requests served", time.Since(began).Round(time.Millisecond), served.Load())
+	// Down: the clients leave one by one every 100 ms but one, which goes
+	// on while the surplus replicas drain.
+	time.Sleep(300 * time.Millisecond)
+	for i := len(stops) - 1; i > 0; i-- {
+		stops[i]()
+		time.Sleep(100 * time.Millisecond)
+	}
+	waitFor(t, "back to one replica under one client's load", s, only(1))
+	before := served.Load()
+	t.Logf("one replica after %v, %d requests served", time.Since(began).Round(time.Millisecond), before)
+	deadline = time.Now().Add(30 * time.Second)
+	for served.Load() < before+2 && failed.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	stops[0]()
+	wg.Wait()
 	if as := s.Autoscaling(); as == nil || as.Replicas != 1 {
 		t.Fatalf("autoscaler status %+v", as)
 	}
-	if failed.Load() != 0 || served.Load() == 0 {
-		t.Fatalf("%d requests failed, %d served", failed.Load(), served.Load())
+	if failed.Load() != 0 || served.Load() < before+2 {
+		t.Fatalf("%d requests failed, %d served (%d after the scale-down)", failed.Load(), served.Load(), served.Load()-before)
 	}
 	t.Logf("%d requests served, none failed", served.Load())
 }
