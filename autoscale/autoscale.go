@@ -23,31 +23,36 @@ import (
 
 // Config is a deployment's autoscaling configuration. Its fields are
 // taken as they are: start from DefaultConfig, whose values are Ray
-// Serve's defaults, and change what you need.
+// Serve's defaults, and change what you need (decoding YAML onto
+// DefaultConfig() keeps the defaults of the keys not given; durations
+// are Go durations such as "30s", where Ray Serve counts seconds).
 type Config struct {
 	// MinReplicas and MaxReplicas bound the replicas. MinReplicas 0 lets
 	// the deployment scale to zero when it has no requests; a request
 	// arriving then starts a replica at once (no delay).
-	MinReplicas, MaxReplicas int
+	MinReplicas int `yaml:"min_replicas"`
+	MaxReplicas int `yaml:"max_replicas"`
 	// InitialReplicas is how many replicas start (nil: MinReplicas).
-	InitialReplicas *int
+	InitialReplicas *int `yaml:"initial_replicas,omitempty"`
 	// TargetOngoingRequests is the load each replica should carry:
 	// requests running on it or queued for it.
-	TargetOngoingRequests float64
+	TargetOngoingRequests float64 `yaml:"target_ongoing_requests"`
 	// UpscaleDelay is how long the load must keep asking for more
 	// replicas before they are added; DownscaleDelay the same for fewer.
-	UpscaleDelay, DownscaleDelay time.Duration
+	UpscaleDelay   time.Duration `yaml:"upscale_delay"`
+	DownscaleDelay time.Duration `yaml:"downscale_delay"`
 	// UpscalingFactor and DownscalingFactor smooth each step: 1 moves all
 	// the way to what the load asks for, 0.5 half of the way (0: 1).
-	UpscalingFactor, DownscalingFactor float64
+	UpscalingFactor   float64 `yaml:"upscaling_factor,omitempty"`
+	DownscalingFactor float64 `yaml:"downscaling_factor,omitempty"`
 	// LookBackPeriod is the window over which the load is averaged (0:
 	// the latest sample alone).
-	LookBackPeriod time.Duration
+	LookBackPeriod time.Duration `yaml:"look_back_period"`
 	// MetricsInterval is how often the load is sampled and a decision
 	// made (0: one second). Ray Serve samples every 10 s because its
 	// replicas push their metrics over the network; here sampling reads
 	// a counter in this process.
-	MetricsInterval time.Duration
+	MetricsInterval time.Duration `yaml:"metrics_interval,omitempty"`
 }
 
 // Ray Serve's defaults.

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 var t0 = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -176,5 +178,20 @@ func TestValidate(t *testing.T) {
 	c.MaxReplicas, c.InitialReplicas = 4, &three
 	if err := c.Validate(); err != nil || c.Initial() != 3 {
 		t.Errorf("initial 3 of 1..4: %v, initial %d", err, c.Initial())
+	}
+}
+
+func TestConfigFromYAML(t *testing.T) {
+	c := DefaultConfig()
+	doc := "min_replicas: 0\nmax_replicas: 8\ninitial_replicas: 2\ntarget_ongoing_requests: 4\nupscale_delay: 5s\ndownscaling_factor: 0.5\n"
+	if err := yaml.Unmarshal([]byte(doc), &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.MinReplicas != 0 || c.MaxReplicas != 8 || c.Initial() != 2 || c.TargetOngoingRequests != 4 || c.UpscaleDelay != 5*time.Second ||
+		c.DownscalingFactor != 0.5 || c.DownscaleDelay != DefaultDownscaleDelay || c.LookBackPeriod != DefaultLookBackPeriod {
+		t.Fatalf("decoded %+v", c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
 	}
 }
