@@ -16,9 +16,10 @@ import (
 
 // TestServeScalesToZeroAndBack runs `llmux serve` with autoscaling from
 // zero replicas (this test binary is the replica process; see TestMain):
-// describing models starts no replica, a completion starts one and
-// waits for it, /-/status shows the autoscaler, and once idle the
-// replica drains away.
+// describing models starts no replica and /ready is 200 with none, a
+// completion starts one and waits for it (its Server-Timing shows the
+// start), /-/status shows the autoscaler, and once idle the replica
+// drains away.
 func TestServeScalesToZeroAndBack(t *testing.T) {
 	model := modeltest.Preset(t, "tiny")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -95,6 +96,9 @@ func TestServeScalesToZeroAndBack(t *testing.T) {
 	if code := get("/v1/models", &models); code != http.StatusOK || len(models.Data) != 1 || models.Data[0].ID != "tiny" {
 		t.Fatalf("/v1/models with no replica: %d %+v", code, models)
 	}
+	if code := get("/ready", nil); code != http.StatusOK {
+		t.Fatalf("/ready with no replica, scaled to zero: %d, want 200 (a request starts one)", code)
+	}
 	if st := readStatus(); len(st.Deployments[0].Replicas) != 0 {
 		t.Fatalf("listing the models started a replica: %+v", st)
 	}
@@ -112,6 +116,11 @@ func TestServeScalesToZeroAndBack(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || comp.Usage.CompletionTokens == 0 {
 		t.Fatalf("a completion at zero replicas: %d %+v", resp.StatusCode, comp)
+	}
+	// Validation was answered without a replica, so the request waited in
+	// generation, where the wait is its start phase.
+	if timing := resp.Header.Get("Server-Timing"); !strings.Contains(timing, "start;dur=") {
+		t.Errorf("Server-Timing %q has no start phase", timing)
 	}
 	st := readStatus()
 	if r := st.Deployments[0].Replicas; len(r) != 1 || r[0].State != "ready" || st.Deployments[0].Autoscaling.Replicas != 1 {
