@@ -118,12 +118,18 @@ func New(name string, opts Options, build func() (Deployment, error)) (*Handle, 
 	return h, nil
 }
 
-// newReplica builds one replica.
-func (h *Handle) newReplica() (*goReplica, error) {
+// newReplica builds one replica; a panic in the user's constructor is
+// an error.
+func (h *Handle) newReplica() (_ *goReplica, err error) {
 	h.mu.Lock()
 	i := h.next
 	h.next++
 	h.mu.Unlock()
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("deployment %s: replica %d: its constructor panicked: %v", h.name, i, p)
+		}
+	}()
 	d, err := h.build()
 	if err != nil {
 		return nil, fmt.Errorf("deployment %s: replica %d: %w", h.name, i, err)

@@ -2,7 +2,9 @@ package deploy
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -279,5 +281,38 @@ func TestScaleDrainsWithoutCuttingCalls(t *testing.T) {
 	h.Scale(0)
 	if s, d := count(h); s != 0 || d != 0 || closed.Load() != 3 {
 		t.Fatalf("scaled to zero with nothing in flight: %d serving, %d draining, %d closed", s, d, closed.Load())
+	}
+}
+
+// TestScaleSurvivesAFailingConstructor: a replica that cannot be built
+// (an error or a panic) is left out, and built at a later Scale.
+func TestScaleSurvivesAFailingConstructor(t *testing.T) {
+	var builds atomic.Int64
+	h, err := New("flaky", Options{Logger: slog.New(slog.DiscardHandler)}, func() (Deployment, error) {
+		switch builds.Add(1) {
+		case 2:
+			return nil, errors.New("no room")
+		case 3:
+			panic("constructor bug")
+		}
+		return &words{}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Scale(2)
+	if s, _ := count(h); s != 1 {
+		t.Fatalf("%d replicas after a failed build, want 1", s)
+	}
+	h.Scale(2)
+	if s, _ := count(h); s != 1 {
+		t.Fatalf("%d replicas after a panicking build, want 1", s)
+	}
+	h.Scale(2)
+	if s, _ := count(h); s != 2 {
+		t.Fatalf("%d replicas once the build works, want 2", s)
+	}
+	if _, e := h.Call(context.Background(), prompt("still fine")); e != nil {
+		t.Fatal(e)
 	}
 }

@@ -238,7 +238,7 @@ func (s *Set) supervise(m *member) {
 		} else {
 			s.replayAdapters(ctx, p)
 			m.mu.Lock()
-			if ctx.Err() != nil { // retired, or the set stopped, while it started
+			if ctx.Err() != nil || m.retired { // retired, or the set stopped, while it started
 				m.state = stateStopping
 				m.mu.Unlock()
 				p.stop(s.opts.StopGrace)
