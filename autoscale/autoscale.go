@@ -15,6 +15,8 @@
 package autoscale
 
 import (
+	"gopkg.in/yaml.v3"
+
 	"errors"
 	"fmt"
 	"math"
@@ -298,4 +300,16 @@ func average(samples []Sample, now time.Time, window time.Duration) float64 {
 		return samples[len(samples)-1].Ongoing
 	}
 	return sum / float64(n)
+}
+
+// UnmarshalYAML decodes a config over Ray Serve's defaults, so that a file
+// gives only the keys it changes (as an autoscaling_config does).
+func (c *Config) UnmarshalYAML(n *yaml.Node) error {
+	type plain Config // without this method
+	p := plain(DefaultConfig())
+	if err := n.Decode(&p); err != nil {
+		return err
+	}
+	*c = Config(p)
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -385,9 +386,14 @@ func runServe(ctx context.Context, args []string) error {
 	if err := checkApplicationModels(specs, catalog); err != nil {
 		return err
 	}
-	if opts.Applications, err = buildApplications(specs, be, opts); err != nil {
+	apps, mounted, err := buildApplications(specs, be, opts)
+	if err != nil {
 		return err
 	}
+	opts.Applications = mounted
+	var appsMu sync.Mutex // guards stopApps: a reload replaces it
+	stopApps := runApplications(ctx, apps)
+	defer func() { appsMu.Lock(); stopApps(); appsMu.Unlock() }()
 	srv := server.New(be, opts)
 	ln, err := net.Listen("tcp", net.JoinHostPort(*f.host, strconv.Itoa(*f.port)))
 	if err != nil {
@@ -416,12 +422,16 @@ func runServe(ctx context.Context, args []string) error {
 			logger.Error("config reload: applications not applied", "err", err)
 			return
 		}
-		mounted, err := buildApplications(specs, be, opts)
+		apps, mounted, err := buildApplications(specs, be, opts)
 		if err != nil {
 			logger.Error("config reload: applications not applied", "err", err)
 			return
 		}
 		srv.SetApplications(mounted)
+		appsMu.Lock()
+		stopApps() // the old applications' autoscalers; their replicas finish what they hold
+		stopApps = runApplications(ctx, apps)
+		appsMu.Unlock()
 		logger.Info("config reload: applications applied", "applications", len(mounted))
 	})
 	var g errgroup.Group
