@@ -15,12 +15,12 @@
 package autoscale
 
 import (
-	"gopkg.in/yaml.v3"
-
 	"errors"
 	"fmt"
 	"math"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 // Config is a deployment's autoscaling configuration. Its fields are
