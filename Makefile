@@ -56,7 +56,7 @@ test: setup build ## run every test (race detector on), then the Kubernetes depl
 # Fuzz targets: package and name. `make test` runs their seed corpora
 # (testdata/fuzz and f.Add) as ordinary tests; `make fuzz` fuzzes each
 # for FUZZTIME.
-FUZZ_TARGETS := ./openai:FuzzRequests ./openai:FuzzToolStream ./models:FuzzInspect ./engine:FuzzDetokenizer
+FUZZ_TARGETS := ./openai:FuzzRequests ./openai:FuzzToolStream ./models:FuzzInspect ./engine:FuzzDetokenizer ./engine:FuzzChatTemplate ./server:FuzzSSEEncoder
 FUZZTIME ?= 1m
 
 fuzz: setup-build ## run every fuzz target for FUZZTIME (default 1m)

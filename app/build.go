@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/llmux/llmux/deploy"
 	"github.com/llmux/llmux/llm"
@@ -68,7 +69,7 @@ func Build(spec Spec, env Env) (*App, error) {
 		for i, c := range d.Calls {
 			calls[i] = a.Handles[c]
 		}
-		h, err := deploy.New(d.Name, deploy.Options{Replicas: d.Replicas, MaxOngoing: d.MaxOngoingRequests}, func() (deploy.Deployment, error) {
+		h, err := deploy.New(d.Name, deploy.Options{Replicas: d.Replicas, MaxOngoing: d.MaxOngoingRequests, Autoscale: d.Autoscaling}, func() (deploy.Deployment, error) {
 			return k.New(cfg, calls)
 		})
 		if err != nil {
@@ -96,6 +97,17 @@ func Build(spec Spec, env Env) (*App, error) {
 	}
 	a.Handler = handler
 	return a, nil
+}
+
+// Run runs the application's autoscalers until ctx ends.
+func (a *App) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, h := range a.Handles {
+		wg.Add(1)
+		go func() { defer wg.Done(); h.Run(ctx) }()
+	}
+	wg.Wait()
+	return nil
 }
 
 // Mount serves several applications on one handler: each under its route

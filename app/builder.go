@@ -1,6 +1,10 @@
 package app
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/llmux/llmux/autoscale"
+)
 
 // Builder writes a Spec in Go: the same application the config file's
 // applications: list describes.
@@ -45,6 +49,14 @@ func (b *Builder) Deploy(name, kind string, userConfig any, calls ...string) *Bu
 func (b *Builder) Scale(replicas, maxOngoing int) *Builder {
 	if n := len(b.spec.Deployments); n > 0 {
 		b.spec.Deployments[n-1].Replicas, b.spec.Deployments[n-1].MaxOngoingRequests = replicas, maxOngoing
+	}
+	return b
+}
+
+// Autoscale makes the last added (Go) deployment autoscale.
+func (b *Builder) Autoscale(cfg autoscale.Config) *Builder {
+	if n := len(b.spec.Deployments); n > 0 {
+		b.spec.Deployments[n-1].Autoscaling = &cfg
 	}
 	return b
 }

@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/llmux/llmux/autoscale"
 )
 
 // Spec is one application.
@@ -38,8 +40,13 @@ type DeploymentSpec struct {
 	// Kind is "llm" (models from the catalog) or the registered name of a
 	// Go deployment (Registry).
 	Kind string `yaml:"kind" json:"kind"`
-	// Replicas is how many replicas serve it (default 1).
+	// Replicas is how many replicas serve it (default 1), unless
+	// Autoscaling is set.
 	Replicas int `yaml:"replicas,omitempty" json:"replicas,omitempty"`
+	// Autoscaling scales a Go deployment's replicas between its bounds
+	// from the requests in flight (Ray Serve's autoscaling_config). LLM
+	// deployments of llmux serve scale with its --max-replicas flags.
+	Autoscaling *autoscale.Config `yaml:"autoscaling_config,omitempty" json:"autoscaling_config,omitempty"`
 	// MaxOngoingRequests bounds the requests in flight on one replica (0:
 	// no bound).
 	MaxOngoingRequests int `yaml:"max_ongoing_requests,omitempty" json:"max_ongoing_requests,omitempty"`
@@ -202,6 +209,13 @@ func checkDeployments(ap string, a Spec, reg *Registry, hasModel func(string) bo
 		}
 		if d.Replicas < 0 {
 			add(dp+".replicas", "replicas is %d", "use 1 or more", d.Replicas)
+		}
+		if d.Autoscaling != nil {
+			if d.Kind == KindLLM {
+				add(dp+".autoscaling_config", "llm deployments scale with the serve flags", "remove autoscaling_config; use --min-replicas and --max-replicas")
+			} else if err := d.Autoscaling.Validate(); err != nil {
+				add(dp+".autoscaling_config", "%v", "", err)
+			}
 		}
 		if d.MaxOngoingRequests < 0 {
 			add(dp+".max_ongoing_requests", "max_ongoing_requests is %d", "use 0 (no bound) or more", d.MaxOngoingRequests)

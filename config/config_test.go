@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/llmux/llmux/app"
+	"github.com/llmux/llmux/autoscale"
 	"github.com/llmux/llmux/deploy"
 )
 
@@ -102,6 +103,11 @@ applications:
     deployments:
       - name: echo
         kind: echo
+        autoscaling_config:
+          min_replicas: 0
+          max_replicas: 4
+          target_ongoing_requests: 2
+          upscale_delay: 1s
 `
 
 // TestGoEqualsYAML builds the same applications with the Go API and from
@@ -121,7 +127,9 @@ func TestGoEqualsYAML(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	echo, err := app.New("echo").Deploy("echo", "echo", nil).Spec()
+	scaling := autoscale.DefaultConfig()
+	scaling.MinReplicas, scaling.MaxReplicas, scaling.TargetOngoingRequests, scaling.UpscaleDelay = 0, 4, 2, time.Second
+	echo, err := app.New("echo").Deploy("echo", "echo", nil).Autoscale(scaling).Spec()
 	if err != nil {
 		t.Fatal(err)
 	}

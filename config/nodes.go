@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -96,6 +97,12 @@ func (c *checker) shape(n *yaml.Node, t reflect.Type, path string) bool {
 		t = t.Elem()
 	}
 	before := len(c.problems)
+	if t == reflect.TypeFor[time.Duration]() {
+		if _, err := time.ParseDuration(n.Value); n.Kind != yaml.ScalarNode || err != nil {
+			c.wrongType(n, path, fmt.Sprintf("wants a duration, not %s", describe(n)), "write a number with a unit: 30s, 5m, 1h30m")
+		}
+		return len(c.problems) == before
+	}
 	switch t.Kind() {
 	case reflect.Interface:
 	case reflect.Struct:

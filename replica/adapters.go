@@ -55,12 +55,19 @@ func (s *Set) UnloadAdapter(ctx context.Context, name string) *llm.Error {
 	return first
 }
 
+// hasRuntimeAdapters reports whether adapters were registered at run time.
+func (s *Set) hasRuntimeAdapters() bool {
+	s.adaptersMu.Lock()
+	defer s.adaptersMu.Unlock()
+	return len(s.adapters) > 0
+}
+
 // running returns the replicas' live processes.
 func (s *Set) running() []*process {
 	var out []*process
-	for _, m := range s.members {
+	for _, m := range s.snapshot() {
 		m.mu.Lock()
-		if m.proc != nil && m.state == "ready" {
+		if m.proc != nil && (m.state == stateReady || m.state == stateDraining) {
 			out = append(out, m.proc)
 		}
 		m.mu.Unlock()

@@ -38,7 +38,7 @@ func (s *Set) Describe(chan<- *prometheus.Desc) {}
 // Collect gathers every ready replica's series and relays them with a
 // replica label.
 func (s *Set) Collect(ch chan<- prometheus.Metric) {
-	for _, m := range s.members {
+	for _, m := range s.snapshot() {
 		m.mu.Lock()
 		p := m.proc
 		m.mu.Unlock()

@@ -10,21 +10,36 @@ import (
 	"os/exec"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/llmux/llmux/autoscale"
 	"github.com/llmux/llmux/llm"
 )
 
 // SetOptions configure a Set of replica processes.
 type SetOptions struct {
-	// Replicas is how many processes serve (default 1).
+	// Replicas is how many processes serve (default 1), unless Autoscale
+	// is set.
 	Replicas int
+	// Autoscale, when set, scales the set between its MinReplicas and
+	// MaxReplicas from the requests in flight (starting with its
+	// InitialReplicas), instead of keeping Replicas processes.
+	Autoscale *autoscale.Config
+	// Describe, when set, answers Info and Models while no replica is
+	// ready (scaled to zero, or starting), so that describing a model
+	// does not wait for a replica: a request then waits in Generate, where
+	// the wait is reported as its start phase. Names it does not know are
+	// asked of a replica when adapters were registered at run time.
+	Describe Describer
 	// Process is the template of each replica's process; its Name is the
 	// prefix of the replicas' names (name-0, name-1, ...).
 	Process ProcessOptions
 	// Customize, when set, adapts replica i's process (its GPUs: added
-	// arguments and environment).
+	// arguments and environment). A replica takes the lowest index no
+	// other member of the set holds, so indices stay below the most
+	// replicas the set has had at once.
 	Customize func(i int, po *ProcessOptions)
 	// MaxOngoing bounds the requests in flight on one replica (0: no
 	// bound), as Ray Serve's max_ongoing_requests.
@@ -38,18 +53,45 @@ type SetOptions struct {
 	HealthInterval time.Duration
 	// RetryWait bounds how long a request waits for a replica with room
 	// (429 after it) or for one to become ready (503 after it); default
-	// 30s.
+	// 30s. A request does not give up while a replica is starting.
 	RetryWait time.Duration
+	// StopGrace is how long a replica that is stopped (shutdown, or
+	// scaled down once drained) has to exit after SIGTERM before it is
+	// killed (default 10s).
+	StopGrace time.Duration
 	Logger    *slog.Logger
 }
 
-// member is one replica slot of the set. mu guards every field.
+// Describer describes models without running them (a multiplex.Pool
+// that is not running does).
+type Describer interface {
+	Info(ctx context.Context, model string) (llm.ModelInfo, *llm.Error)
+	Models(ctx context.Context) []llm.ModelInfo
+}
+
+// Member states.
+const (
+	stateStarting   = "starting"
+	stateReady      = "ready"
+	stateRestarting = "restarting"
+	stateFailed     = "failed"
+	stateDraining   = "draining" // scaled down: takes no new requests, finishes its own
+	stateStopping   = "stopping"
+	stateStopped    = "stopped"
+)
+
+// member is one replica slot of the set. mu guards every field but ctx
+// and cancel, which the set's mu guards until the member is launched.
 type member struct {
 	name     string
 	index    int
+	ctx      context.Context // ends when the member is retired or the set stops
+	cancel   context.CancelFunc
+	wake     chan struct{} // 1-slot: retired, or its last request finished
 	mu       sync.Mutex
 	proc     *process
-	state    string // starting, ready, restarting, failed, stopped
+	state    string
+	retired  bool // scaled down: stop once drained, do not restart
 	ongoing  int
 	restarts int
 	loaded   map[string]bool
@@ -70,21 +112,38 @@ type ReplicaStatus struct {
 
 // Set is an llm.Backend over replica processes: it starts and supervises
 // them, routes each call with Pick, and retries a request that had not
-// produced anything on another replica when its replica fails.
+// produced anything on another replica when its replica fails. Scale
+// changes how many replicas run; with SetOptions.Autoscale an autoscaler
+// calls it from the load.
 type Set struct {
-	opts    SetOptions
-	log     *slog.Logger
-	members []*member
-	ready   chan struct{} // 1-slot wake: some replica became ready
-	rngMu   sync.Mutex    // guards rng
-	rng     *rand.Rand
+	opts  SetOptions
+	log   *slog.Logger
+	ready chan struct{} // 1-slot wake: some replica became ready
+	rngMu sync.Mutex    // guards rng
+	rng   *rand.Rand
+	auto  *autoscale.Autoscaler // nil without autoscaling
+	err   error                 // a configuration error Run returns
+
+	mu      sync.Mutex // guards members, target, runCtx, stopped and wg.Add
+	members []*member  // every member until it has stopped after being retired
+	target  int
+	runCtx  context.Context // set by Run
+	stopped bool            // Run's context ended: no more launches
+	wg      sync.WaitGroup  // supervise goroutines
+
+	// waiting counts requests waiting for a replica with room or a ready
+	// one (ongoing requests not yet on any replica).
+	waiting atomic.Int64
 
 	adaptersMu sync.Mutex // guards adapters
 	// adapters registered at run time, replayed on replicas that start.
 	adapters []llm.AdapterRequest
 }
 
-var _ llm.Backend = (*Set)(nil)
+var (
+	_ llm.Backend      = (*Set)(nil)
+	_ autoscale.Target = (*Set)(nil)
+)
 
 // NewSet describes a set; Run starts it.
 func NewSet(o SetOptions) *Set {
@@ -103,6 +162,9 @@ func NewSet(o SetOptions) *Set {
 	if o.RetryWait <= 0 {
 		o.RetryWait = 30 * time.Second
 	}
+	if o.StopGrace <= 0 {
+		o.StopGrace = 10 * time.Second
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -110,28 +172,49 @@ func NewSet(o SetOptions) *Set {
 		o.Process.Name = "replica"
 	}
 	s := &Set{opts: o, log: o.Logger, ready: make(chan struct{}, 1), rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))}
-	for i := range o.Replicas {
-		s.members = append(s.members, &member{name: fmt.Sprintf("%s-%d", o.Process.Name, i), index: i, state: "starting",
-			loaded: map[string]bool{}, loading: map[string]bool{}})
+	n := o.Replicas
+	if o.Autoscale != nil {
+		cfg := *o.Autoscale
+		if s.err = cfg.Validate(); s.err != nil {
+			s.err = fmt.Errorf("replica set %s: %w", o.Process.Name, s.err)
+		}
+		n = cfg.Initial()
+		s.auto = autoscale.New(o.Process.Name, cfg, s, o.Logger)
 	}
+	s.Scale(n)
 	return s
 }
 
-// Run starts every replica and keeps it running until ctx ends; then it
-// stops them (SIGTERM, then SIGKILL after 10 s) and returns.
+// Run starts the replicas and keeps them running (and, with autoscaling,
+// scales them) until ctx ends; then it stops them (SIGTERM, then SIGKILL
+// after StopGrace) and returns. It returns a configuration error at once.
 func (s *Set) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	for _, m := range s.members {
-		wg.Add(1)
-		go func() { defer wg.Done(); s.supervise(ctx, m) }()
+	if s.err != nil {
+		return s.err
 	}
-	wg.Wait()
+	s.mu.Lock()
+	s.runCtx = ctx
+	for _, m := range s.members {
+		s.launch(m)
+	}
+	s.mu.Unlock()
+	if s.auto != nil {
+		_ = s.auto.Run(ctx) // the configuration was validated by NewSet
+	}
+	<-ctx.Done()
+	s.mu.Lock()
+	s.stopped = true
+	s.mu.Unlock()
+	s.wg.Wait()
 	return nil
 }
 
 // supervise runs one replica: start, check its health, restart it with
-// growing backoff when it exits or stops answering.
-func (s *Set) supervise(ctx context.Context, m *member) {
+// growing backoff when it exits or stops answering; once it is retired,
+// stop it when it has drained.
+func (s *Set) supervise(m *member) {
+	defer s.wg.Done()
+	ctx := m.ctx
 	backoff := s.opts.MinBackoff
 	for ctx.Err() == nil {
 		po := s.opts.Process
@@ -148,14 +231,20 @@ func (s *Set) supervise(ctx context.Context, m *member) {
 				break
 			}
 			m.mu.Lock()
-			m.state, m.lastErr = "failed", err.Error()
+			m.state, m.lastErr = stateFailed, err.Error()
 			m.restarts++
 			m.mu.Unlock()
 			s.log.Error("replica failed to start", "replica", m.name, "err", err, "retry_in", backoff)
 		} else {
 			s.replayAdapters(ctx, p)
 			m.mu.Lock()
-			m.proc, m.state, m.lastErr = p, "ready", ""
+			if ctx.Err() != nil || m.retired { // retired, or the set stopped, while it started
+				m.state = stateStopping
+				m.mu.Unlock()
+				p.stop(s.opts.StopGrace)
+				break
+			}
+			m.proc, m.state, m.lastErr = p, stateReady, ""
 			m.mu.Unlock()
 			s.log.Info("replica ready", "replica", m.name, "pid", p.pid())
 			s.wake()
@@ -164,13 +253,16 @@ func (s *Set) supervise(ctx context.Context, m *member) {
 			m.proc, m.ongoing = nil, 0
 			clear(m.loaded)
 			clear(m.loading)
-			if ctx.Err() != nil {
-				m.state = "stopped"
+			if ctx.Err() != nil || m.retired {
+				m.state = stateStopping
 				m.mu.Unlock()
-				p.stop(10 * time.Second)
+				p.stop(s.opts.StopGrace)
+				if why != "drained" && ctx.Err() == nil {
+					s.log.Warn("a draining replica exited", "replica", m.name, "why", why)
+				}
 				break
 			}
-			m.state, m.lastErr = "restarting", why
+			m.state, m.lastErr = stateRestarting, why
 			m.restarts++
 			m.mu.Unlock()
 			p.kill()
@@ -186,12 +278,19 @@ func (s *Set) supervise(ctx context.Context, m *member) {
 		backoff = min(2*backoff, s.opts.MaxBackoff)
 	}
 	m.mu.Lock()
-	m.state = "stopped"
+	m.state = stateStopped
+	retired := m.retired
 	m.mu.Unlock()
+	m.cancel()
+	if retired {
+		s.remove(m)
+		s.log.Info("replica stopped", "replica", m.name)
+	}
 }
 
 // watch polls a running replica until it exits, fails three health checks
-// in a row, or ctx ends; it returns why it stopped watching.
+// in a row, has drained after being retired, or ctx ends; it returns why
+// it stopped watching.
 func (s *Set) watch(ctx context.Context, m *member, p *process) string {
 	t := time.NewTicker(s.opts.HealthInterval)
 	defer t.Stop()
@@ -202,6 +301,16 @@ func (s *Set) watch(ctx context.Context, m *member, p *process) string {
 			return "shutdown"
 		case <-p.exited:
 			return fmt.Sprintf("exited: %v", p.err)
+		case <-m.wake:
+			m.mu.Lock()
+			drained := m.retired && m.ongoing == 0
+			if drained {
+				m.state = stateStopping // pick no longer takes it
+			}
+			m.mu.Unlock()
+			if drained {
+				return "drained"
+			}
 		case <-t.C:
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			models, e := call[empty, []llm.ModelInfo](cctx, p.client, "Models", &empty{})
@@ -238,10 +347,11 @@ func (s *Set) wake() {
 	}
 }
 
-// Status describes every replica.
+// Status describes every replica, those draining included.
 func (s *Set) Status() []ReplicaStatus {
-	out := make([]ReplicaStatus, 0, len(s.members))
-	for _, m := range s.members {
+	members := s.snapshot()
+	out := make([]ReplicaStatus, 0, len(members))
+	for _, m := range members {
 		m.mu.Lock()
 		st := ReplicaStatus{Name: m.name, State: m.state, Restarts: m.restarts, Ongoing: m.ongoing, LastErr: m.lastErr, Models: []string{}}
 		if m.proc != nil {
@@ -260,10 +370,11 @@ func (s *Set) Status() []ReplicaStatus {
 // counts the request as ongoing there; it returns nil when none is
 // ready with room.
 func (s *Set) pick(model string, prefix uint64, tried map[*member]bool) (*member, *process) {
-	states := make([]ReplicaState, len(s.members))
-	for i, m := range s.members {
+	members := s.snapshot()
+	states := make([]ReplicaState, len(members))
+	for i, m := range members {
 		m.mu.Lock()
-		states[i] = ReplicaState{Ready: m.state == "ready" && !tried[m], Ongoing: m.ongoing, MaxOngoing: s.opts.MaxOngoing, Loaded: copyOf(m.loaded), Loading: copyOf(m.loading)}
+		states[i] = ReplicaState{Ready: m.state == stateReady && !tried[m], Ongoing: m.ongoing, MaxOngoing: s.opts.MaxOngoing, Loaded: copyOf(m.loaded), Loading: copyOf(m.loading)}
 		m.mu.Unlock()
 	}
 	s.rngMu.Lock()
@@ -272,10 +383,10 @@ func (s *Set) pick(model string, prefix uint64, tried map[*member]bool) (*member
 	if i < 0 {
 		return nil, nil
 	}
-	m := s.members[i]
+	m := members[i]
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.state != "ready" || m.proc == nil {
+	if m.state != stateReady || m.proc == nil {
 		return nil, nil
 	}
 	m.ongoing++
@@ -285,11 +396,11 @@ func (s *Set) pick(model string, prefix uint64, tried map[*member]bool) (*member
 	return m, m.proc
 }
 
-// anyReady reports whether some replica is ready.
-func (s *Set) anyReady() bool {
-	for _, m := range s.members {
+// anyIn reports whether some replica is in one of the states.
+func (s *Set) anyIn(states ...string) bool {
+	for _, m := range s.snapshot() {
 		m.mu.Lock()
-		r := m.state == "ready"
+		r := slices.Contains(states, m.state)
 		m.mu.Unlock()
 		if r {
 			return true
@@ -298,12 +409,21 @@ func (s *Set) anyReady() bool {
 	return false
 }
 
+// anyReady reports whether some replica is ready.
+func (s *Set) anyReady() bool { return s.anyIn(stateReady) }
+
+// done ends one request on m; the last one on a draining replica lets
+// it stop.
 func (m *member) done() {
 	m.mu.Lock()
 	if m.ongoing > 0 {
 		m.ongoing--
 	}
+	drained := m.retired && m.ongoing == 0
 	m.mu.Unlock()
+	if drained {
+		m.poke()
+	}
 }
 
 func copyOf(in map[string]bool) map[string]bool {
@@ -343,39 +463,74 @@ func prefixHash(req *llm.Request) uint64 {
 }
 
 // with runs f on a replica chosen for model, retrying on others while the
-// chosen one is unreachable or overloaded, and waiting (up to RetryWait)
-// when none is ready. On success the request still counts as ongoing on
-// the returned member: the caller calls its done.
-func with[T any](ctx context.Context, s *Set, model string, prefix uint64, f func(*Client) (T, *llm.Error)) (T, *member, *process, *llm.Error) {
+// chosen one is unreachable or overloaded, and waiting when none is ready
+// with room: up to RetryWait, or longer while a replica is starting. A
+// request that finds the set scaled to zero pokes the autoscaler, which
+// starts a replica at once. On success the request still counts as
+// ongoing on the returned member: the caller calls its done. started is
+// how long the request waited while no replica was ready (for a replica
+// to start).
+func with[T any](ctx context.Context, s *Set, model string, prefix uint64, f func(*Client) (T, *llm.Error)) (_ T, _ *member, _ *process, started time.Duration, _ *llm.Error) {
 	var zero T
 	tried := map[*member]bool{}
 	var overload *llm.Error
 	deadline := time.Now().Add(s.opts.RetryWait)
+	waiting := false // counted in s.waiting
+	var noneReady time.Time
+	defer func() {
+		if waiting {
+			s.waiting.Add(-1)
+		}
+	}()
 	for {
 		m, p := s.pick(model, prefix, tried)
 		if m == nil {
 			if overload != nil {
-				return zero, nil, nil, overload
+				return zero, nil, nil, started, overload
 			}
-			if time.Now().After(deadline) {
-				if s.anyReady() {
-					return zero, nil, nil, &llm.Error{Code: llm.CodeOverloaded, Message: "every replica is at its max_ongoing_requests", RetryAfter: time.Second}
+			if !waiting {
+				waiting = true
+				s.waiting.Add(1)
+			}
+			ready := s.anyReady()
+			if !ready {
+				if noneReady.IsZero() {
+					noneReady = time.Now()
 				}
-				return zero, nil, nil, llm.Errorf(llm.CodeUnavailable, "", "no replica is ready")
+				if s.auto != nil && s.scaledToZero() {
+					s.auto.Poke()
+				}
+			} else if !noneReady.IsZero() {
+				started += time.Since(noneReady)
+				noneReady = time.Time{}
+			}
+			if time.Now().After(deadline) && !s.anyIn(stateStarting) {
+				if ready {
+					return zero, nil, nil, started, &llm.Error{Code: llm.CodeOverloaded, Message: "every replica is at its max_ongoing_requests", RetryAfter: time.Second}
+				}
+				return zero, nil, nil, started, llm.Errorf(llm.CodeUnavailable, "", "no replica is ready")
 			}
 			clear(tried)
 			select {
 			case <-ctx.Done():
-				return zero, nil, nil, llm.Errorf(llm.CodeCancelled, "", "request cancelled")
+				return zero, nil, nil, started, llm.Errorf(llm.CodeCancelled, "", "request cancelled")
 			case <-s.ready:
 				s.wake() // let other waiters look too
 			case <-time.After(100 * time.Millisecond):
 			}
 			continue
 		}
+		if !noneReady.IsZero() {
+			started += time.Since(noneReady)
+			noneReady = time.Time{}
+		}
+		if waiting {
+			waiting = false
+			s.waiting.Add(-1)
+		}
 		v, e := f(p.client)
 		if e == nil {
-			return v, m, p, nil
+			return v, m, p, started, nil
 		}
 		m.done()
 		switch e.Code {
@@ -384,7 +539,7 @@ func with[T any](ctx context.Context, s *Set, model string, prefix uint64, f fun
 				// The replica crashed while it took this request: the
 				// request may be what crashed it, so it is not sent to
 				// another replica to crash that one too.
-				return v, nil, nil, llm.Errorf(llm.CodeInternal, "", "the replica serving this request crashed (%v); the request was not retried", p.err)
+				return v, nil, nil, started, llm.Errorf(llm.CodeInternal, "", "the replica serving this request crashed (%v); the request was not retried", p.err)
 			}
 			tried[m] = true
 			continue
@@ -395,7 +550,7 @@ func with[T any](ctx context.Context, s *Set, model string, prefix uint64, f fun
 			}
 			continue
 		}
-		return v, nil, nil, e
+		return v, nil, nil, started, e
 	}
 }
 
@@ -421,21 +576,32 @@ func crashedOnIt(p *process) bool {
 
 // unaryOn runs a short call on a replica chosen for model.
 func unaryOn[T any](ctx context.Context, s *Set, model string, f func(*Client) (T, *llm.Error)) (T, *llm.Error) {
-	v, m, _, e := with(ctx, s, model, 0, f)
+	v, m, _, _, e := with(ctx, s, model, 0, f)
 	if m != nil {
 		m.done()
 	}
 	return v, e
 }
 
-// Info asks a replica that serves model.
+// Info asks a replica that serves model; while none is ready, the
+// Describer (when there is one) answers.
 func (s *Set) Info(ctx context.Context, model string) (llm.ModelInfo, *llm.Error) {
+	if d := s.opts.Describe; d != nil && !s.anyReady() {
+		mi, e := d.Info(ctx, model)
+		if e == nil || e.Code != llm.CodeModelNotFound || !s.hasRuntimeAdapters() {
+			return mi, e
+		}
+	}
 	return unaryOn(ctx, s, model, func(c *Client) (llm.ModelInfo, *llm.Error) { return c.Info(ctx, model) })
 }
 
 // Models lists the models of a ready replica (every replica serves the
-// same catalog).
+// same catalog); while none is ready, the Describer (when there is one)
+// answers.
 func (s *Set) Models(ctx context.Context) []llm.ModelInfo {
+	if d := s.opts.Describe; d != nil && !s.anyReady() {
+		return d.Models(ctx)
+	}
 	v, _ := unaryOn(ctx, s, "", func(c *Client) ([]llm.ModelInfo, *llm.Error) {
 		m := c.Models(ctx)
 		if m == nil {
@@ -463,10 +629,11 @@ func (s *Set) Embed(ctx context.Context, req *llm.EmbedRequest) (*llm.EmbedResul
 
 // Load sums the ready replicas' loads: sequences and KV cells add up,
 // active and loading names are the union, and MaxActive adds up (each
-// replica holds its own models). With no replica up the set is unready.
+// replica holds its own models). With no replica up the set is unready,
+// unless it autoscales down to zero replicas (then a request starts one).
 func (s *Set) Load() llm.LoadInfo {
 	var l llm.LoadInfo
-	for _, m := range s.members {
+	for _, m := range s.snapshot() {
 		m.mu.Lock()
 		p := m.proc
 		m.mu.Unlock()
@@ -479,7 +646,10 @@ func (s *Set) Load() llm.LoadInfo {
 		}
 		l.Add(x)
 	}
-	if !s.anyReady() {
+	// Requests waiting in the set for a replica (with room, or to start)
+	// are queued too.
+	l.Waiting += int(s.waiting.Load())
+	if !s.anyReady() && !s.startsOnDemand() {
 		l.Unready = "no replica is ready"
 	}
 	l.Tidy()
@@ -509,13 +679,16 @@ type setStream struct {
 	p       *process // the replica process serving cur
 	started bool     // an event has been handed out
 	retries int
+	// waited is how long the request waited for a replica to start.
+	waited time.Duration
 	// crashRetried: this request was already retried once after its
 	// replica crashed on its own.
 	crashRetried bool
 }
 
 func (st *setStream) begin() *llm.Error {
-	cur, m, p, e := with(st.ctx, st.s, st.req.Model, st.prefix, func(c *Client) (llm.Stream, *llm.Error) { return c.Generate(st.ctx, st.req) })
+	cur, m, p, waited, e := with(st.ctx, st.s, st.req.Model, st.prefix, func(c *Client) (llm.Stream, *llm.Error) { return c.Generate(st.ctx, st.req) })
+	st.waited += waited
 	if e != nil {
 		return e
 	}
@@ -551,6 +724,11 @@ func (st *setStream) Recv(ctx context.Context) (llm.Event, bool) {
 			st.started = true
 		} else {
 			st.release()
+			if ev.Usage != nil && st.waited > 0 {
+				u := *ev.Usage
+				u.Timings.Start = st.waited
+				ev.Usage = &u
+			}
 		}
 		return ev, ok
 	}

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -37,16 +39,17 @@ func checkApplicationModels(specs []app.Spec, catalog *multiplex.Catalog) error 
 // application gets its own OpenAI routes (with base's limits, its own
 // request metrics at PREFIX/metrics, and its own middleware in place of
 // --api-key).
-func buildApplications(specs []app.Spec, be llm.Backend, base server.Options) ([]server.Mounted, error) {
+func buildApplications(specs []app.Spec, be llm.Backend, base server.Options) ([]*app.App, []server.Mounted, error) {
+	var apps []*app.App
 	var out []server.Mounted
 	reg := defaultRegistry()
 	for _, spec := range specs {
 		if spec.RoutePrefix == "/" {
-			return nil, fmt.Errorf("application %s: route_prefix / belongs to the default application (every catalog model); mount it under a prefix such as /%s", spec.Name, spec.Name)
+			return nil, nil, fmt.Errorf("application %s: route_prefix / belongs to the default application (every catalog model); mount it under a prefix such as /%s", spec.Name, spec.Name)
 		}
 		for _, p := range reservedPrefixes {
 			if spec.RoutePrefix == p || strings.HasPrefix(spec.RoutePrefix, p+"/") {
-				return nil, fmt.Errorf("application %s: route_prefix %s is one of llmux's own routes", spec.Name, spec.RoutePrefix)
+				return nil, nil, fmt.Errorf("application %s: route_prefix %s is one of llmux's own routes", spec.Name, spec.RoutePrefix)
 			}
 		}
 		opts := base
@@ -57,9 +60,22 @@ func buildApplications(specs []app.Spec, be llm.Backend, base server.Options) ([
 			Routes: func(b llm.Backend) http.Handler { return server.New(b, opts).Handler() },
 		})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+		apps = append(apps, a)
 		out = append(out, server.Mounted{Prefix: spec.RoutePrefix, Handler: a.Handler})
 	}
-	return out, nil
+	return apps, out, nil
+}
+
+// runApplications runs applications' autoscalers until the returned stop
+// is called (a reload replaces them) or ctx ends.
+func runApplications(ctx context.Context, apps []*app.App) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, a := range apps {
+		wg.Add(1)
+		go func() { defer wg.Done(); a.Run(ctx) }()
+	}
+	return func() { cancel(); wg.Wait() }
 }

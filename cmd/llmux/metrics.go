@@ -12,7 +12,7 @@ type deploymentCollector struct {
 
 var (
 	deploymentReplicasDesc = prometheus.NewDesc("llmux_deployment_replicas",
-		"Replicas of a deployment by state (starting, ready, unready, backoff, failed, draining).", []string{"deployment", "state"}, nil)
+		"Replicas of a deployment by state (starting, ready, restarting, failed, draining, stopping, stopped).", []string{"deployment", "state"}, nil)
 	deploymentOngoingDesc = prometheus.NewDesc("llmux_deployment_ongoing_requests",
 		"Requests in flight on a deployment's replicas.", []string{"deployment"}, nil)
 	deploymentRestartsDesc = prometheus.NewDesc("llmux_deployment_replica_restarts_total",

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/llmux/llmux/app"
+	"github.com/llmux/llmux/autoscale"
 	"github.com/llmux/llmux/gpu"
 	"github.com/llmux/llmux/llm"
 	"github.com/llmux/llmux/models"
@@ -50,6 +52,17 @@ type serveFlags struct {
 	keepAlive       *time.Duration
 	replicas        *int
 	maxOngoing      *int
+	minReplicas     *int
+	maxReplicas     *int
+	initialReplicas *int
+	targetOngoing   *float64
+	upscaleDelay    *time.Duration
+	downscaleDelay  *time.Duration
+	upscalingFactor *float64
+	downscaleFactor *float64
+	lookBack        *time.Duration
+	// given names the settings given by flag, environment or file.
+	given           map[string]bool
 	models          []multiplex.ModelConfig
 	host            *string
 	port            *int
@@ -112,6 +125,15 @@ func newServeFlags() *serveFlags {
 	f.keepAlive = fs.Duration("keep-alive", 0, "unload a model idle this long (0: never)")
 	f.replicas = fs.Int("replicas", 1, "replica processes serving the models (0: serve them in this process)")
 	f.maxOngoing = fs.Int("max-ongoing-requests", 0, "requests in flight on one replica before the router sends the next elsewhere or queues it (0: no bound)")
+	f.maxReplicas = fs.Int("max-replicas", 0, "autoscaling: most replica processes (0: autoscaling off, --replicas processes run)")
+	f.minReplicas = fs.Int("min-replicas", 1, "autoscaling: fewest replica processes (0: scale to zero when idle; a request starts one)")
+	f.initialReplicas = fs.Int("initial-replicas", -1, "autoscaling: replica processes at start (-1: --min-replicas)")
+	f.targetOngoing = fs.Float64("target-ongoing-requests", autoscale.DefaultTargetOngoingRequests, "autoscaling: requests in flight (running or queued) each replica should carry")
+	f.upscaleDelay = fs.Duration("upscale-delay", autoscale.DefaultUpscaleDelay, "autoscaling: how long the load must ask for more replicas before they start")
+	f.downscaleDelay = fs.Duration("downscale-delay", autoscale.DefaultDownscaleDelay, "autoscaling: how long the load must ask for fewer replicas before some drain and stop")
+	f.upscalingFactor = fs.Float64("upscaling-factor", 1, "autoscaling: share of the way to what the load asks for that one upscale goes (1: all of it)")
+	f.downscaleFactor = fs.Float64("downscaling-factor", 1, "autoscaling: share of the way to what the load asks for that one downscale goes (1: all of it)")
+	f.lookBack = fs.Duration("look-back-period", autoscale.DefaultLookBackPeriod, "autoscaling: window over which the load is averaged")
 	f.host = fs.String("host", "127.0.0.1", "address to listen on")
 	f.port = fs.Int("port", 8080, "port to listen on (0: any free port)")
 	f.parallel = fs.Int("parallel", 4, "sequences decoded at once")
@@ -156,6 +178,7 @@ func (f *serveFlags) parse(args []string) (err error) {
 	}
 	set := map[string]bool{}
 	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	f.given = map[string]bool{}
 	if !set["config"] && !set["f"] {
 		if v, ok := os.LookupEnv("LLMUX_CONFIG"); ok {
 			*f.config = v
@@ -178,6 +201,7 @@ func (f *serveFlags) parse(args []string) (err error) {
 		if file != nil {
 			fileVal, inFile = file.Flat[fl.Name]
 		}
+		f.given[fl.Name] = set[fl.Name] || inEnv || inFile
 		switch {
 		case set[fl.Name]:
 			if inFile {
@@ -197,6 +221,46 @@ func (f *serveFlags) parse(args []string) (err error) {
 		}
 	})
 	return err
+}
+
+// autoscaling is the LLM deployment's autoscaling configuration, nil
+// when --max-replicas is 0 (a fixed --replicas).
+func (f *serveFlags) autoscaling() (*autoscale.Config, error) {
+	if *f.maxReplicas == 0 {
+		for _, name := range []string{"min-replicas", "initial-replicas", "target-ongoing-requests", "upscale-delay", "downscale-delay", "upscaling-factor", "downscaling-factor", "look-back-period"} {
+			if f.given[name] {
+				return nil, fmt.Errorf("--%s is an autoscaling setting: autoscaling is on only with --max-replicas", name)
+			}
+		}
+		return nil, nil
+	}
+	if f.given["replicas"] {
+		return nil, fmt.Errorf("--replicas and --max-replicas exclude each other: with autoscaling, --initial-replicas sets the replicas at start")
+	}
+	c := autoscale.DefaultConfig()
+	c.MinReplicas, c.MaxReplicas = *f.minReplicas, *f.maxReplicas
+	if *f.initialReplicas >= 0 {
+		n := *f.initialReplicas
+		c.InitialReplicas = &n
+	}
+	c.TargetOngoingRequests = *f.targetOngoing
+	c.UpscaleDelay, c.DownscaleDelay = *f.upscaleDelay, *f.downscaleDelay
+	c.UpscalingFactor, c.DownscalingFactor = *f.upscalingFactor, *f.downscaleFactor
+	c.LookBackPeriod = *f.lookBack
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// replicaCount is how many replica processes may run at once: --replicas,
+// or --max-replicas with autoscaling (placement and the thread shares are
+// sized for it).
+func (f *serveFlags) replicaCount() int {
+	if *f.maxReplicas > 0 {
+		return *f.maxReplicas
+	}
+	return *f.replicas
 }
 
 func splitComma(s string) []string {
@@ -245,6 +309,10 @@ func runServe(ctx context.Context, args []string) error {
 	if !gpuBackend {
 		node = gpu.Node{} // no GPU backend: nothing can run on the GPUs
 	}
+	scaling, err := f.autoscaling()
+	if err != nil {
+		return err
+	}
 	// The catalog is built here even when replicas serve it, so that
 	// configuration mistakes stop the server at start.
 	pool, catalog, loader, err := f.pool(logger, layers, split)
@@ -273,8 +341,8 @@ func runServe(ctx context.Context, args []string) error {
 		l := pool.Load()
 		return []deploymentStatus{{Name: "llm", Kind: "llm", Replicas: []replica.ReplicaStatus{{Name: "in-process", PID: os.Getpid(), State: "ready", Ongoing: l.Running + l.Waiting, Models: []string{}}}}}
 	}
-	if *f.replicas > 0 {
-		placed, plan, err := placeReplicas(node, *f.replicas, largest, *f.gpus, layers)
+	if n := f.replicaCount(); n > 0 {
+		placed, plan, err := placeReplicas(node, n, largest, *f.gpus, layers)
 		if err != nil {
 			return err
 		}
@@ -284,14 +352,14 @@ func runServe(ctx context.Context, args []string) error {
 			offload[i] = p.Desc
 			logger.Info("replica placement", "replica", fmt.Sprintf("replica-%d", i), "gpus", p.Env[0], "offload", p.Desc)
 		}
-		set, dir, err := f.replicaSet(args, logger, placed)
+		set, dir, err := f.replicaSet(args, logger, placed, scaling, pool)
 		if err != nil {
 			return err
 		}
 		defer os.RemoveAll(dir)
 		be = set
 		deployments = func() []deploymentStatus {
-			return []deploymentStatus{{Name: "llm", Kind: "llm", Replicas: set.Status(), Offload: offload}}
+			return []deploymentStatus{{Name: "llm", Kind: "llm", Replicas: set.Status(), Offload: offload, Autoscaling: set.Autoscaling()}}
 		}
 	} else if layers == gpuLayersAuto && len(node.Devices) > 0 {
 		placed, plan, err := placeReplicas(node, 1, largest, *f.gpus, layers)
@@ -318,9 +386,14 @@ func runServe(ctx context.Context, args []string) error {
 	if err := checkApplicationModels(specs, catalog); err != nil {
 		return err
 	}
-	if opts.Applications, err = buildApplications(specs, be, opts); err != nil {
+	apps, mounted, err := buildApplications(specs, be, opts)
+	if err != nil {
 		return err
 	}
+	opts.Applications = mounted
+	var appsMu sync.Mutex // guards stopApps: a reload replaces it
+	stopApps := runApplications(ctx, apps)
+	defer func() { appsMu.Lock(); stopApps(); appsMu.Unlock() }()
 	srv := server.New(be, opts)
 	ln, err := net.Listen("tcp", net.JoinHostPort(*f.host, strconv.Itoa(*f.port)))
 	if err != nil {
@@ -330,7 +403,11 @@ func runServe(ctx context.Context, args []string) error {
 	for _, e := range catalog.Entries() {
 		names = append(names, e.Name)
 	}
-	logger.Info("llmux serving", "url", "http://"+ln.Addr().String()+"/v1", "models", strings.Join(names, ","), "replicas", *f.replicas,
+	replicas := any(*f.replicas)
+	if scaling != nil {
+		replicas = fmt.Sprintf("%d..%d (autoscaling)", scaling.MinReplicas, scaling.MaxReplicas)
+	}
+	logger.Info("llmux serving", "url", "http://"+ln.Addr().String()+"/v1", "models", strings.Join(names, ","), "replicas", replicas,
 		"max_models", *f.maxModels, "swap_policy", *f.swapPolicy, "version", version, "cpu", cpuTarget)
 	// The backend outlives the HTTP server so draining streams finish; it
 	// stops (unloading every model, stopping every replica) once the
@@ -345,12 +422,16 @@ func runServe(ctx context.Context, args []string) error {
 			logger.Error("config reload: applications not applied", "err", err)
 			return
 		}
-		mounted, err := buildApplications(specs, be, opts)
+		apps, mounted, err := buildApplications(specs, be, opts)
 		if err != nil {
 			logger.Error("config reload: applications not applied", "err", err)
 			return
 		}
 		srv.SetApplications(mounted)
+		appsMu.Lock()
+		stopApps() // the old applications' autoscalers; their replicas finish what they hold
+		stopApps = runApplications(ctx, apps)
+		appsMu.Unlock()
 		logger.Info("config reload: applications applied", "applications", len(mounted))
 	})
 	var g errgroup.Group
@@ -375,6 +456,9 @@ type deploymentStatus struct {
 	// Offload says, per replica, where its model runs ("all layers on 1
 	// GPU(s)", "CPU only (no GPU)", ...).
 	Offload []string `json:"offload,omitempty"`
+	// Autoscaling is the autoscaler's target and the load it decided on,
+	// when the deployment autoscales.
+	Autoscaling *autoscale.Status `json:"autoscaling,omitempty"`
 }
 
 // pool builds the catalog and the pool that serves it in this process,
@@ -411,8 +495,10 @@ func (f *serveFlags) pool(logger *slog.Logger, gpuLayers int, split []float32) (
 
 // replicaSet describes the replica processes: this binary run as `llmux
 // replica` with the same serve arguments, each with its share of the
-// threads.
-func (f *serveFlags) replicaSet(args []string, logger *slog.Logger, placed []replicaGPUs) (set *replica.Set, socketDir string, err error) {
+// threads (of the most replicas that may run at once). With autoscaling,
+// the local pool (not running) describes models while no replica is
+// ready, so that a request waits for a replica to start in Generate.
+func (f *serveFlags) replicaSet(args []string, logger *slog.Logger, placed []replicaGPUs, scaling *autoscale.Config, describe replica.Describer) (set *replica.Set, socketDir string, err error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, "", fmt.Errorf("replicas: %w", err)
@@ -421,7 +507,7 @@ func (f *serveFlags) replicaSet(args []string, logger *slog.Logger, placed []rep
 	if threads <= 0 {
 		threads = runtime.NumCPU()
 	}
-	threads = max(threads / *f.replicas, 1)
+	threads = max(threads/f.replicaCount(), 1)
 	dir, err := os.MkdirTemp("", "llmux-replicas-")
 	if err != nil {
 		return nil, "", fmt.Errorf("replicas: %w", err)
@@ -430,13 +516,20 @@ func (f *serveFlags) replicaSet(args []string, logger *slog.Logger, placed []rep
 	// Later flags win: each replica gets its share of the threads, and
 	// logs in JSON so that the serving process can relay its records.
 	command = append(command, "--threads", strconv.Itoa(threads), "--log-format", "json")
-	return replica.NewSet(replica.SetOptions{Replicas: *f.replicas, MaxOngoing: *f.maxOngoing, Logger: logger,
+	o := replica.SetOptions{Replicas: *f.replicas, MaxOngoing: *f.maxOngoing, Logger: logger,
 		Process: replica.ProcessOptions{Name: "replica", Command: command, Env: os.Environ(), SocketDir: dir},
-		// Each replica gets its GPUs: later flags and environment win.
+		// Each replica gets its GPUs: later flags and environment win. A
+		// replica index reaches past the placed ones only while replicas
+		// being stopped still hold theirs (autoscaling).
 		Customize: func(i int, po *replica.ProcessOptions) {
-			po.Command = append(po.Command, placed[i].Args()...)
-			po.Env = append(po.Env, placed[i].Env...)
-		}}), dir, nil
+			p := placed[i%len(placed)]
+			po.Command = append(po.Command, p.Args()...)
+			po.Env = append(po.Env, p.Env...)
+		}}
+	if scaling != nil {
+		o.Autoscale, o.Describe = scaling, describe
+	}
+	return replica.NewSet(o), dir, nil
 }
 
 // runReplica is `llmux replica`: the serve arguments plus --socket PATH;

@@ -101,3 +101,50 @@ func TestServeConfigErrors(t *testing.T) {
 		t.Errorf("got %v, want both problems with their lines", err)
 	}
 }
+
+func TestServeAutoscalingSettings(t *testing.T) {
+	off := newServeFlags()
+	if err := off.parse([]string{"--replicas", "3"}); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := off.autoscaling(); c != nil || err != nil || off.replicaCount() != 3 {
+		t.Fatalf("without --max-replicas: %+v %v, %d replicas", c, err, off.replicaCount())
+	}
+
+	bad := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--max-replicas", "2", "--replicas", "2"}, "exclude each other"},
+		{[]string{"--max-replicas", "2", "--min-replicas", "3"}, "min_replicas (3) is more than max_replicas (2)"},
+		{[]string{"--max-replicas", "2", "--target-ongoing-requests", "0"}, "target_ongoing_requests is 0"},
+		{[]string{"--min-replicas", "0"}, "autoscaling is on only with --max-replicas"},
+	}
+	for _, b := range bad {
+		f := newServeFlags()
+		if err := f.parse(b.args); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.autoscaling(); err == nil || !strings.Contains(err.Error(), b.want) {
+			t.Errorf("%v: got %v, want an error containing %q", b.args, err, b.want)
+		}
+	}
+
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "llmux.yaml")
+	os.WriteFile(cfg, []byte("max_replicas: 4\nmin-replicas: 0\ntarget_ongoing_requests: 1.5\nupscale_delay: 2s\n"), 0o644)
+	t.Setenv("LLMUX_DOWNSCALE_DELAY", "1m")
+	f := newServeFlags()
+	if err := f.parse([]string{"--config", cfg, "--initial-replicas", "2"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := f.autoscaling()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c == nil || c.MinReplicas != 0 || c.MaxReplicas != 4 || c.Initial() != 2 || c.TargetOngoingRequests != 1.5 ||
+		c.UpscaleDelay != 2*time.Second || c.DownscaleDelay != time.Minute || c.LookBackPeriod != 30*time.Second || f.replicaCount() != 4 {
+		t.Fatalf("autoscaling config %+v (replica count %d)", c, f.replicaCount())
+	}
+
+}
