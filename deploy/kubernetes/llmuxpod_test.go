@@ -20,6 +20,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
@@ -264,17 +265,10 @@ func TestLLMuxListensOnEveryInterfaceAtThePortPodServicePoolAndProbesUse(t *test
 			t.Errorf("PodMonitor path %q, llmux serves /metrics", ep.Path)
 		}
 	}
-	sel, err := metav1LabelSelector(pm.Spec.Selector.MatchLabels)
-	if err != nil || !sel.Matches(labels.Set(p.Deployment.Spec.Template.Labels)) {
-		t.Errorf("PodMonitor selector %v does not select the llmux pods", pm.Spec.Selector.MatchLabels)
+	sel, err := metav1.LabelSelectorAsSelector(&pm.Spec.Selector)
+	if err != nil || sel.Empty() || !sel.Matches(labels.Set(p.Deployment.Spec.Template.Labels)) {
+		t.Errorf("PodMonitor selector %v does not select the llmux pods (%v)", pm.Spec.Selector, err)
 	}
-}
-
-func metav1LabelSelector(m map[string]string) (labels.Selector, error) {
-	if len(m) == 0 {
-		return nil, fmt.Errorf("empty selector")
-	}
-	return labels.SelectorFromSet(m), nil
 }
 
 func containerHasPort(c *corev1.Container, port int32) bool {
