@@ -7,7 +7,9 @@
 # verbatim under benchmarks/results/DATE-COMMIT/ (or RECORD_DIR).
 #
 #   benchmarks/applications.sh
-# Environment: PAIRS (3), PROMPTS (64).
+# Environment: PAIRS (3), PROMPTS (64), FIRST (app: each pair runs the
+# application first; direct: the direct server first, to see whether the
+# order matters).
 set -euo pipefail
 source "$(dirname "$0")/record.sh"
 cd "$(dirname "$0")/.."
@@ -41,9 +43,13 @@ echo "applications: server did not come up" >&2; exit 1
 EOS
 chmod +x "$work/serve"
 bench="./bin/llmux bench --api-key k --model chat --seed 1 --dataset-name random --random-input-len 32 --random-output-len 64 --ignore-eos --num-prompts $PROMPTS --max-concurrency 16,1 --warmup 2"
-interleave "$PAIRS" \
-  app "\"\$work/serve\" && $bench --base-url http://127.0.0.1:$PORT/assistant --label app --output \"\$RECORD_DIR/app-\$PAIR.json\"" \
-  direct "\"\$work/serve\" --direct && $bench --base-url http://127.0.0.1:$PORT --label direct --output \"\$RECORD_DIR/direct-\$PAIR.json\""
+app_run="\"\$work/serve\" && $bench --base-url http://127.0.0.1:$PORT/assistant --label app --output \"\$RECORD_DIR/app-\$PAIR.json\""
+direct_run="\"\$work/serve\" --direct && $bench --base-url http://127.0.0.1:$PORT --label direct --output \"\$RECORD_DIR/direct-\$PAIR.json\""
+if [ "${FIRST:-app}" = direct ]; then
+  interleave "$PAIRS" direct "$direct_run" app "$app_run"
+else
+  interleave "$PAIRS" app "$app_run" direct "$direct_run"
+fi
 for m in output_throughput tpot.median_ms ttft.median_ms; do
   record "pairs-app-$m" ./bin/llmux bench pairs --metric "$m" --a "$RECORD_DIR/app-[0-9].json" --b "$RECORD_DIR/direct-[0-9].json"
 done
