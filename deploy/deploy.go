@@ -13,6 +13,7 @@
 package deploy
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -47,7 +48,11 @@ type Options struct {
 	// and MaxReplicas from the calls in flight, starting with its
 	// InitialReplicas; Handle.Run runs the autoscaler.
 	Autoscale *autoscale.Config
-	Logger    *slog.Logger
+	// HealthCheckPeriod and HealthCheckTimeout pace the health checks of
+	// a deployment whose type is a Checker (defaults 10 s and 30 s).
+	HealthCheckPeriod  time.Duration
+	HealthCheckTimeout time.Duration
+	Logger             *slog.Logger
 }
 
 // Handle calls a deployment.
@@ -59,6 +64,8 @@ type Handle struct {
 	backend    llm.Backend
 	log        *slog.Logger
 	auto       *autoscale.Autoscaler // nil without autoscaling
+
+	healthPeriod, healthTimeout time.Duration
 
 	scaleMu sync.Mutex // serializes Scale (replicas are built outside mu)
 
@@ -97,7 +104,8 @@ func New(name string, opts Options, build func() (Deployment, error)) (*Handle, 
 		opts.Logger = slog.Default()
 	}
 	h := &Handle{name: name, build: build, maxOngoing: opts.MaxOngoing, log: opts.Logger,
-		rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7)), wake: make(chan struct{})}
+		rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7)), wake: make(chan struct{}),
+		healthPeriod: cmp.Or(opts.HealthCheckPeriod, DefaultHealthCheckPeriod), healthTimeout: cmp.Or(opts.HealthCheckTimeout, DefaultHealthCheckTimeout)}
 	n := opts.Replicas
 	if opts.Autoscale != nil {
 		cfg := *opts.Autoscale
@@ -146,14 +154,33 @@ func ForBackend(name string, b llm.Backend) *Handle {
 // Name is the deployment's name.
 func (h *Handle) Name() string { return h.name }
 
-// Run runs the deployment's autoscaler until ctx ends (without
-// autoscaling it only waits for ctx).
+// Run runs the deployment's autoscaler and health checks until ctx ends
+// (an LLM deployment's replica set runs its own).
 func (h *Handle) Run(ctx context.Context) error {
+	if h.backend == nil {
+		done := make(chan struct{})
+		defer func() { <-done }()
+		go func() { defer close(done); h.runHealth(ctx) }()
+	}
 	if h.auto == nil {
 		<-ctx.Done()
 		return nil
 	}
 	return h.auto.Run(ctx)
+}
+
+// runHealth checks the replicas every health period until ctx ends.
+func (h *Handle) runHealth(ctx context.Context) {
+	t := time.NewTicker(h.healthPeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			h.checkHealth(ctx)
+		}
+	}
 }
 
 // Autoscaling reports the autoscaler's last decision (nil without
