@@ -237,6 +237,10 @@ func (s *Set) supervise(m *member) {
 			s.log.Error("replica failed to start", "replica", m.name, "err", err, "retry_in", backoff)
 		} else {
 			s.replayAdapters(ctx, p)
+			// Know what it holds (its pinned models) before it takes
+			// requests, rather than a health interval later: the router
+			// sends each request where its model is loaded.
+			_ = s.refresh(ctx, m, p)
 			m.mu.Lock()
 			if ctx.Err() != nil || m.retired { // retired, or the set stopped, while it started
 				m.state = stateStopping
@@ -312,32 +316,40 @@ func (s *Set) watch(ctx context.Context, m *member, p *process) string {
 				return "drained"
 			}
 		case <-t.C:
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			models, e := call[empty, []llm.ModelInfo](cctx, p.client, "Models", &empty{})
-			cancel()
-			if e != nil {
+			if e := s.refresh(ctx, m, p); e != nil {
 				if failed++; failed >= 3 {
 					return "failed 3 health checks: " + e.Message
 				}
 				continue
 			}
 			failed = 0
-			m.mu.Lock()
-			clear(m.loaded)
-			for _, mi := range models {
-				switch mi.State {
-				case llm.StateLoaded:
-					m.loaded[mi.ID] = true
-					delete(m.loading, mi.ID)
-				case llm.StateAvailable:
-					// A load this set caused shows as loading until the
-					// replica reports it loaded (or the next check after
-					// it failed).
-				}
-			}
-			m.mu.Unlock()
 		}
 	}
+}
+
+// refresh asks the replica which models it holds (its health check), so
+// that the router sends each request where its model is loaded.
+func (s *Set) refresh(ctx context.Context, m *member, p *process) *llm.Error {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	models, e := call[empty, []llm.ModelInfo](cctx, p.client, "Models", &empty{})
+	cancel()
+	if e != nil {
+		return e
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	clear(m.loaded)
+	for _, mi := range models {
+		switch mi.State {
+		case llm.StateLoaded:
+			m.loaded[mi.ID] = true
+			delete(m.loading, mi.ID)
+		case llm.StateAvailable:
+			// A load this set caused shows as loading until the replica
+			// reports it loaded (or the next check after it failed).
+		}
+	}
+	return nil
 }
 
 func (s *Set) wake() {
