@@ -1,6 +1,7 @@
 package server
 
 import (
+	"io"
 	"net/http"
 
 	"github.com/gin-gonic/gin"
@@ -112,4 +113,30 @@ func (s *Server) handleDetokenize(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"content": res.Text, "prompt": res.Text})
+}
+
+// handleApply applies a config file sent as the body (llmux apply): its
+// applications replace the running ones, as on SIGHUP. A file with
+// mistakes is a 400 listing them; nothing changes.
+func (s *Server) handleApply(c *gin.Context) {
+	apply := s.apply.Load()
+	if apply == nil {
+		s.fail(c, openai.Forbidden("apply_unavailable", "this server applies no config"))
+		return
+	}
+	body, err := io.ReadAll(c.Request.Body)
+	if err != nil {
+		s.fail(c, openai.Invalid("", "could not read the config: %v", err))
+		return
+	}
+	changed, err := (*apply)(body)
+	if err != nil {
+		msg := err.Error() // every problem, with its line: an admin's own file
+		if len(msg) > 64<<10 {
+			msg = msg[:64<<10] + "..."
+		}
+		s.fail(c, openai.InvalidCode("", "invalid_config", "%s", msg))
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"applied": true, "changes": changed})
 }

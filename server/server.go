@@ -97,6 +97,7 @@ type Server struct {
 	router  *gin.Engine
 	handler http.Handler // a dispatcher in front of router and the mounted applications
 	apps    atomic.Pointer[[]Mounted]
+	apply   atomic.Pointer[func([]byte) (any, error)]
 
 	// traceWrite, when set (benchmarks), is told each streamed event's
 	// request id and scheduler emission time right after it is flushed.
@@ -176,6 +177,10 @@ type Mounted struct {
 // applications under their prefixes.
 func (s *Server) Handler() http.Handler { return s.handler }
 
+// SetApply sets what POST /-/apply calls with a config file's contents:
+// it answers what changed, or why the file was not applied.
+func (s *Server) SetApply(apply func(data []byte) (any, error)) { s.apply.Store(&apply) }
+
 // SetApplications replaces the mounted applications (a config reload).
 // Requests already in an application finish there; new ones find the new
 // set.
@@ -215,6 +220,7 @@ func (s *Server) routes() *gin.Engine {
 	s.handle(api, http.MethodPost, "/tokenize", accessAPI, s.handleTokenize)
 	s.handle(api, http.MethodPost, "/detokenize", accessAPI, s.handleDetokenize)
 	s.handle(api, http.MethodGet, "/-/status", accessAdmin, s.handleAdminStatus)
+	s.handle(r, http.MethodPost, "/-/apply", accessAdmin, s.limitBody, s.handleApply)
 	s.handle(api, http.MethodPost, "/v1/load_lora_adapter", accessAdmin, s.handleLoadAdapter)
 	s.handle(api, http.MethodPost, "/v1/unload_lora_adapter", accessAdmin, s.handleUnloadAdapter)
 	r.NoRoute(func(c *gin.Context) {

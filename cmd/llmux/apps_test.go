@@ -166,3 +166,78 @@ func TestServeTheExampleConfigAndReloadItUnderLoad(t *testing.T) {
 		t.Fatalf("%d requests failed across the reload; first: %v", n, firstErr.Load())
 	}
 }
+
+// TestApplySendsAConfigToARunningServer: llmux apply with the admin key
+// makes the file's applications the running ones (a new key works at
+// once); a file with a mistake is refused before it is sent, and one the
+// server cannot build changes nothing; without the admin key nothing is
+// applied.
+func TestApplySendsAConfigToARunningServer(t *testing.T) {
+	port := freePort(t)
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	start := write("llmux.yaml", "admin-key: adm\n"+exampleConfig(t, port, "secret"))
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- runServe(ctx, []string{"-f", start}) }()
+	defer func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		r, err := http.Get(base + "/ready")
+		if err == nil {
+			r.Body.Close()
+			if r.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server did not come up: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	listWith := func(key string) error {
+		cfg := goopenai.DefaultConfig(key)
+		cfg.BaseURL = base + "/assistant/v1"
+		_, err := goopenai.NewClientWithConfig(cfg).ListModels(ctx)
+		return err
+	}
+	if listWith("third") == nil {
+		t.Fatal("a key not yet applied was accepted")
+	}
+	next := write("next.yaml", exampleConfig(t, port, "secret", "third"))
+	if err := runApply(ctx, []string{"--base-url", base, "--admin-key", "wrong", next}); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("apply with a wrong admin key: %v", err)
+	}
+	if listWith("third") == nil {
+		t.Fatal("a refused apply changed the running config")
+	}
+	bad := write("bad.yaml", strings.Replace(exampleConfig(t, port, "secret"), "kind: keyword-router", "kind: keyword-ruoter", 1))
+	if err := runApply(ctx, []string{"--base-url", base, "--admin-key", "adm", bad}); err == nil || !strings.Contains(err.Error(), "keyword-ruoter") || !strings.Contains(err.Error(), "not sent") {
+		t.Fatalf("apply of a file with a mistake: %v", err)
+	}
+	missing := write("missing.yaml", strings.Replace(exampleConfig(t, port, "secret", "third"), "models: [code]", "models: [nowhere]", 1))
+	if err := runApply(ctx, []string{"--base-url", base, "--admin-key", "adm", missing}); err == nil || !strings.Contains(err.Error(), "nowhere") {
+		t.Fatalf("apply of a file naming a model the server lacks: %v", err)
+	}
+	if listWith("third") == nil {
+		t.Fatal("a failed apply changed the running config")
+	}
+	if err := runApply(ctx, []string{"--base-url", base, "--admin-key", "adm", next}); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	if err := listWith("third"); err != nil {
+		t.Fatalf("the applied key: %v", err)
+	}
+}

@@ -31,13 +31,18 @@ func readConfig(path string, reg *app.Registry, catalog bool) (*configFile, erro
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	return parseConfig(path, data, reg, catalog)
+}
+
+// parseConfig checks a config file's contents; name is for messages.
+func parseConfig(name string, data []byte, reg *app.Registry, catalog bool) (*configFile, error) {
 	opts := config.Options[multiplex.ModelConfig]{Flags: newServeFlags().fs, NotKeys: []string{"config", "f"}, Registry: reg}
 	if catalog {
 		opts.ModelNames = modelNames
 	}
-	f, probs := config.Parse(path, data, opts)
+	f, probs := config.Parse(name, data, opts)
 	if len(probs) > 0 {
-		return f, fmt.Errorf("config %s: %d problem(s):\n%w", path, len(probs), probs)
+		return f, fmt.Errorf("config %s: %d problem(s):\n%w", name, len(probs), probs)
 	}
 	return f, nil
 }

@@ -33,6 +33,7 @@ func commands() []command {
 		{"serve", "serve models over the OpenAI API", runServe},
 		{"replica", "serve models to llmux serve over a Unix socket (started by serve)", runReplica},
 		{"config", "check a config file: config validate FILE", runConfig},
+		{"apply", "apply a config file's applications to a running server (needs its admin key)", runApply},
 		{"status", "print a running server's deployments and replicas (needs its admin key)", runStatus},
 		{"generate", "generate text from a prompt in the terminal", runGenerate},
 		{"models", "inspect and synthesize GGUF models (models help)", runModels},

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/llmux/llmux/app"
@@ -23,25 +25,31 @@ type reloader struct {
 	path     string
 	registry *app.Registry
 	logger   *slog.Logger
-	// current is the file in force; only the run goroutine touches it.
+	mu       sync.Mutex // a SIGHUP and POST /-/apply take turns
+	// current is the file in force.
 	current *configFile
-	// onReload, when set, applies the new applications.
-	onReload func(old, new []app.Spec)
+	// onReload, when set, applies the new applications; when it fails,
+	// the old config stays in force.
+	onReload func(old, new []app.Spec) error
 }
 
 // watchConfig starts re-reading f's config file on each SIGHUP until ctx
-// ends. The handler is installed when it returns.
-func watchConfig(ctx context.Context, f *serveFlags, logger *slog.Logger, onReload func(old, new []app.Spec)) {
+// ends (the handler is installed when it returns), and returns the
+// reloader, whose apply takes a file sent to POST /-/apply.
+func watchConfig(ctx context.Context, f *serveFlags, logger *slog.Logger, onReload func(old, new []app.Spec) error) *reloader {
+	r := &reloader{registry: defaultRegistry(), logger: logger, current: f.file, onReload: onReload}
 	if f.file == nil {
-		return
+		r.current = &configFile{}
+		return r
 	}
-	r := &reloader{path: *f.config, registry: defaultRegistry(), logger: logger, current: f.file, onReload: onReload}
+	r.path = *f.config
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
 		defer signal.Stop(hup)
 		r.run(ctx, hup)
 	}()
+	return r
 }
 
 func (r *reloader) run(ctx context.Context, hup <-chan os.Signal) {
@@ -58,23 +66,44 @@ func (r *reloader) run(ctx context.Context, hup <-chan os.Signal) {
 // reload re-reads the file and reports whether it took it.
 func (r *reloader) reload() bool {
 	r.logger.Info("config reload", "file", r.path)
-	f, err := readConfig(r.path, r.registry, false)
+	data, err := os.ReadFile(r.path)
+	if err == nil {
+		_, err = r.apply(r.path, data)
+	}
 	if err != nil {
-		var probs config.Problems
-		if !errors.As(err, &probs) {
-			r.logger.Error("config reload failed: the running config stays", "file", r.path, "err", err)
-			return false
-		}
-		r.logger.Error("config reload failed: the running config stays", "file", r.path, "problems", len(probs))
-		for _, p := range probs {
-			r.logger.Error("config problem", "problem", p.String())
-		}
+		r.logger.Error("config reload failed: the running config stays", "file", r.path, "err", err)
 		return false
 	}
+	return true
+}
+
+// apply checks a config file's contents and, when they are valid, makes
+// its applications the running ones; what changed is logged and returned.
+// The flat keys and models: are read at start only: a change to them is
+// logged as needing a restart. An invalid file changes nothing; its
+// problems are in the error (config.Problems).
+func (r *reloader) apply(name string, data []byte) (app.Diff, error) {
+	f, err := parseConfig(name, data, r.registry, false)
+	if err != nil {
+		var probs config.Problems
+		if errors.As(err, &probs) {
+			for _, p := range probs {
+				r.logger.Error("config problem", "problem", p.String())
+			}
+		}
+		return app.Diff{}, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	old := r.current
+	if r.onReload != nil {
+		if err := r.onReload(old.Applications, f.Applications); err != nil {
+			return app.Diff{}, fmt.Errorf("the applications could not be built, the running ones stay: %w", err)
+		}
+	}
 	r.current = f
-	logDiff(r.logger, app.Compare(old.Applications, f.Applications))
-	// The flat keys and models: are read at start only.
+	diff := app.Compare(old.Applications, f.Applications)
+	logDiff(r.logger, diff)
 	for _, k := range slices.Sorted(maps.Keys(unionKeys(old.Flat, f.Flat))) {
 		if old.Flat[k] != f.Flat[k] {
 			r.logger.Warn("config key changed: it applies after a restart", "key", k, "was", old.Flat[k], "now", f.Flat[k])
@@ -83,10 +112,7 @@ func (r *reloader) reload() bool {
 	if !reflect.DeepEqual(old.Models, f.Models) {
 		r.logger.Warn("config models: changed: the catalog changes after a restart")
 	}
-	if r.onReload != nil {
-		r.onReload(old.Applications, f.Applications)
-	}
-	return true
+	return diff, nil
 }
 
 func unionKeys(a, b map[string]string) map[string]bool {

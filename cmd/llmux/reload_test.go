@@ -48,7 +48,7 @@ func TestReload(t *testing.T) {
 	var logs bytes.Buffer
 	var gotOld, gotNew []app.Spec
 	r := &reloader{path: path, registry: defaultRegistry(), logger: slog.New(slog.NewTextHandler(&logs, nil)), current: first,
-		onReload: func(old, new []app.Spec) { gotOld, gotNew = old, new }}
+		onReload: func(old, new []app.Spec) error { gotOld, gotNew = old, new; return nil }}
 
 	os.WriteFile(path, []byte(reloadAfter), 0o644)
 	if !r.reload() {
@@ -92,7 +92,7 @@ func TestWatchConfigSIGHUP(t *testing.T) {
 	reloaded := make(chan []app.Spec, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	watchConfig(ctx, f, slog.New(slog.DiscardHandler), func(_, new []app.Spec) { reloaded <- new })
+	watchConfig(ctx, f, slog.New(slog.DiscardHandler), func(_, new []app.Spec) error { reloaded <- new; return nil })
 	os.WriteFile(path, []byte(reloadAfter), 0o644)
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)

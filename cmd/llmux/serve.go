@@ -417,15 +417,13 @@ func runServe(ctx context.Context, args []string) error {
 	// the same models: requests in an old application finish there.
 	reloadCtx, stopReload := context.WithCancel(ctx)
 	defer stopReload()
-	watchConfig(reloadCtx, f, logger, func(_, specs []app.Spec) {
+	reload := watchConfig(reloadCtx, f, logger, func(_, specs []app.Spec) error {
 		if err := checkApplicationModels(specs, catalog); err != nil {
-			logger.Error("config reload: applications not applied", "err", err)
-			return
+			return err
 		}
 		apps, mounted, err := buildApplications(specs, be, opts)
 		if err != nil {
-			logger.Error("config reload: applications not applied", "err", err)
-			return
+			return err
 		}
 		srv.SetApplications(mounted)
 		appsMu.Lock()
@@ -433,7 +431,9 @@ func runServe(ctx context.Context, args []string) error {
 		stopApps = runApplications(ctx, apps)
 		appsMu.Unlock()
 		logger.Info("config reload: applications applied", "applications", len(mounted))
+		return nil
 	})
+	srv.SetApply(func(data []byte) (any, error) { return reload.apply("POST /-/apply", data) })
 	var g errgroup.Group
 	g.Go(func() error { return be.Run(beCtx) })
 	g.Go(func() error {
