@@ -2,11 +2,14 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/llmux/llmux/deploy"
 	"github.com/llmux/llmux/llm"
@@ -34,11 +37,22 @@ type App struct {
 	// Handler serves its routes behind its middleware, at paths relative
 	// to its route prefix.
 	Handler http.Handler
+
+	built map[string]*built
 }
 
 // Build builds a resolved, checked spec: each deployment after the ones
 // it calls, then the middleware chain around the routes.
-func Build(spec Spec, env Env) (*App, error) {
+func Build(spec Spec, env Env) (*App, error) { return Rebuild(nil, spec, env) }
+
+// Rebuild builds spec as Build does, keeping what it can of prev (the
+// same application before a config change): a deployment whose spec is
+// unchanged keeps its replicas (and their state, such as a cache); one
+// whose user_config alone changed keeps them too when they are
+// Reconfigurable, and gets the new config; anything else — and anything
+// that calls a deployment built anew — is built anew. The middleware
+// chain is always built anew.
+func Rebuild(prev *App, spec Spec, env Env) (*App, error) {
 	if probs := Check("application", []Spec{spec}, env.Registry, nil); len(probs) > 0 {
 		msgs := make([]string, len(probs))
 		for i, p := range probs {
@@ -46,15 +60,23 @@ func Build(spec Spec, env Env) (*App, error) {
 		}
 		return nil, fmt.Errorf("application %s: %s", spec.Name, strings.Join(msgs, "; "))
 	}
-	a := &App{Spec: spec, Handles: map[string]*deploy.Handle{}}
+	a := &App{Spec: spec, Handles: map[string]*deploy.Handle{}, built: map[string]*built{}}
 	var llms []llm.Backend
 	for _, d := range order(spec.Deployments) {
+		if b := a.keep(prev, d); b != nil {
+			a.Handles[d.Name], a.built[d.Name] = b.h, b
+			if b.backend != nil && !slices.Contains(llms, b.backend) {
+				llms = append(llms, b.backend)
+			}
+			continue
+		}
 		if d.Kind == KindLLM {
 			b, err := env.LLM(d)
 			if err != nil {
 				return nil, fmt.Errorf("application %s: deployment %s: %w", spec.Name, d.Name, err)
 			}
 			a.Handles[d.Name] = deploy.ForBackend(d.Name, b)
+			a.built[d.Name] = &built{spec: d, h: a.Handles[d.Name], backend: b, fresh: true}
 			if !slices.Contains(llms, b) { // deployments may share the pool
 				llms = append(llms, b)
 			}
@@ -69,13 +91,16 @@ func Build(spec Spec, env Env) (*App, error) {
 		for i, c := range d.Calls {
 			calls[i] = a.Handles[c]
 		}
+		b := &built{spec: d, kind: k, fresh: true, cfg: new(atomic.Pointer[any])}
+		b.cfg.Store(&cfg)
 		h, err := deploy.New(d.Name, deploy.Options{Replicas: d.Replicas, MaxOngoing: d.MaxOngoingRequests, Autoscale: d.Autoscaling}, func() (deploy.Deployment, error) {
-			return k.New(cfg, calls)
+			return k.New(*b.cfg.Load(), calls) // the config in force when it is built
 		})
 		if err != nil {
 			return nil, fmt.Errorf("application %s: %w", spec.Name, err)
 		}
-		a.Handles[d.Name] = h
+		b.h = h
+		a.Handles[d.Name], a.built[d.Name] = h, b
 	}
 	a.Backend = &ingressBackend{ingress: a.Handles[spec.Ingress], llms: llms}
 	var handler http.Handler
@@ -98,6 +123,59 @@ func Build(spec Spec, env Env) (*App, error) {
 	a.Handler = handler
 	return a, nil
 }
+
+// built is one deployment of a built application.
+type built struct {
+	spec    DeploymentSpec
+	h       *deploy.Handle
+	backend llm.Backend // an llm deployment's
+	kind    Kind
+	cfg     *atomic.Pointer[any] // the decoded user config new replicas get (shared by every build that keeps the handle)
+	fresh   bool                 // built by this Build, not kept
+}
+
+// keep returns prev's deployment d when it can serve on: same spec but
+// for a user config its replicas take through Reconfigure, and every
+// deployment it calls kept too (a rebuilt callee means new handles).
+func (a *App) keep(prev *App, d DeploymentSpec) *built {
+	if prev == nil {
+		return nil
+	}
+	p := prev.built[d.Name]
+	if p == nil {
+		return nil
+	}
+	for _, c := range d.Calls {
+		if b := a.built[c]; b == nil || b.fresh {
+			return nil
+		}
+	}
+	same := p.spec
+	same.UserConfig = d.UserConfig
+	if !reflect.DeepEqual(same, d) {
+		return nil
+	}
+	if reflect.DeepEqual(p.spec.UserConfig, d.UserConfig) {
+		return &built{spec: d, h: p.h, backend: p.backend, kind: p.kind, cfg: p.cfg}
+	}
+	cfg, err := decodeConfig(p.kind.Config, d.UserConfig)
+	if err != nil {
+		return nil
+	}
+	if err := p.h.Each(func(x deploy.Deployment) error {
+		r, ok := x.(Reconfigurable)
+		if !ok {
+			return errNotReconfigurable
+		}
+		return r.Reconfigure(cfg)
+	}); err != nil {
+		return nil // built anew with the new config
+	}
+	p.cfg.Store(&cfg) // replicas the kept handle builds from now on get it
+	return &built{spec: d, h: p.h, kind: p.kind, cfg: p.cfg}
+}
+
+var errNotReconfigurable = errors.New("not reconfigurable")
 
 // Run runs the application's autoscalers until ctx ends.
 func (a *App) Run(ctx context.Context) error {

@@ -44,8 +44,9 @@ type Autoscaler struct {
 	log  *slog.Logger
 	poke chan struct{} // 1-slot wake: a request waits with no replica
 
-	mu     sync.Mutex // guards status
+	mu     sync.Mutex // guards status and last
 	status Status
+	last   int // the replicas of the last run's last decision (-1: none yet)
 }
 
 // New describes an autoscaler for the deployment called name; Run runs it.
@@ -53,7 +54,7 @@ func New(name string, cfg Config, t Target, log *slog.Logger) *Autoscaler {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Autoscaler{name: name, cfg: cfg, t: t, log: log, poke: make(chan struct{}, 1),
+	return &Autoscaler{name: name, cfg: cfg, t: t, log: log, poke: make(chan struct{}, 1), last: -1,
 		status: Status{MinReplicas: cfg.MinReplicas, MaxReplicas: cfg.MaxReplicas, TargetOngoingRequests: cfg.TargetOngoingRequests,
 			Replicas: cfg.Initial(), Wants: cfg.Initial(), Wish: Content.String()}}
 }
@@ -91,7 +92,14 @@ func (a *Autoscaler) Run(ctx context.Context) error {
 	if err := a.cfg.Validate(); err != nil {
 		return err
 	}
-	cur := a.cfg.Initial()
+	// A later run (after a config reload kept the deployment) goes on from
+	// where the last one left the replicas, not from the initial count.
+	a.mu.Lock()
+	cur := a.last
+	a.mu.Unlock()
+	if cur < 0 {
+		cur = a.cfg.Initial()
+	}
 	a.t.Scale(cur)
 	tick := time.NewTicker(a.cfg.interval())
 	defer tick.Stop()
@@ -112,6 +120,9 @@ func (a *Autoscaler) Run(ctx context.Context) error {
 			a.log.Info("autoscaling", "deployment", a.name, "from", cur, "to", d.Replicas, "ongoing_requests", d.Load)
 			cur = d.Replicas
 		}
+		a.mu.Lock()
+		a.last = cur
+		a.mu.Unlock()
 		a.t.Scale(cur)
 		s := Status{MinReplicas: a.cfg.MinReplicas, MaxReplicas: a.cfg.MaxReplicas, TargetOngoingRequests: a.cfg.TargetOngoingRequests,
 			Replicas: cur, Load: d.Load, Wants: d.Wants, Wish: st.Wish.String()}

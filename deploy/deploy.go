@@ -269,6 +269,20 @@ func (h *Handle) Scale(n int) {
 	}
 }
 
+// Each calls f on every replica's value (serving and draining), one at a
+// time, and returns the first error. A Go deployment only.
+func (h *Handle) Each(f func(Deployment) error) error {
+	h.mu.Lock()
+	reps := slices.Clone(h.reps)
+	h.mu.Unlock()
+	for _, r := range reps {
+		if err := f(r.d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (r *goReplica) load() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()

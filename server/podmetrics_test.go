@@ -231,11 +231,16 @@ func TestRequestLogCarriesTraceModelTokensAndPhases(t *testing.T) {
 	}
 	send(tp)
 	send("00-00000000000000000000000000000000-00f067aa0ba902b7-01")
+	// A request is logged once its handler has returned, which may be
+	// just after the client has its answer.
 	var lines []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "request" {
-			lines = append(lines, m)
+	for deadline := time.Now().Add(10 * time.Second); len(lines) < 2 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		lines = lines[:0]
+		for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "request" {
+				lines = append(lines, m)
+			}
 		}
 	}
 	if len(lines) != 2 {

@@ -39,7 +39,10 @@ func checkApplicationModels(specs []app.Spec, catalog *multiplex.Catalog) error 
 // application gets its own OpenAI routes (with base's limits, its own
 // request metrics at PREFIX/metrics, and its own middleware in place of
 // --api-key).
-func buildApplications(specs []app.Spec, be llm.Backend, base server.Options) ([]*app.App, []server.Mounted, error) {
+//
+// prev are the running applications, by name, when a reload rebuilds
+// them: what did not change keeps its replicas (app.Rebuild).
+func buildApplications(specs []app.Spec, be llm.Backend, base server.Options, prev map[string]*app.App) ([]*app.App, []server.Mounted, error) {
 	var apps []*app.App
 	var out []server.Mounted
 	reg := defaultRegistry()
@@ -55,7 +58,7 @@ func buildApplications(specs []app.Spec, be llm.Backend, base server.Options) ([
 		opts := base
 		opts.APIKeys, opts.Auth, opts.Applications, opts.Deployments = nil, nil, nil, nil
 		opts.Registry, opts.Application = prometheus.NewRegistry(), true
-		a, err := app.Build(spec, app.Env{Registry: reg,
+		a, err := app.Rebuild(prev[spec.Name], spec, app.Env{Registry: reg,
 			LLM:    func(d app.DeploymentSpec) (llm.Backend, error) { return app.Restrict(be, d.Models), nil },
 			Routes: func(b llm.Backend) http.Handler { return server.New(b, opts).Handler() },
 		})

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -98,7 +99,15 @@ func TestMetricsAfterAKnownWorkloadAreCountedDocumentedAndLintClean(t *testing.T
 		t.Fatal("the stream sent no usage")
 	}
 
+	// The server counts a request once its handler has returned, which
+	// may be just after the client has read the stream's end.
 	families := scrape(t, hs.URL+"/metrics")
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); families = scrape(t, hs.URL+"/metrics") {
+		if len(families["llmux_http_requests_total"].GetMetric()) >= 2 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	value := func(name string, labels map[string]string) float64 {
 		t.Helper()
 		for _, m := range families[name].GetMetric() {

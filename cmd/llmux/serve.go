@@ -386,12 +386,12 @@ func runServe(ctx context.Context, args []string) error {
 	if err := checkApplicationModels(specs, catalog); err != nil {
 		return err
 	}
-	apps, mounted, err := buildApplications(specs, be, opts)
+	apps, mounted, err := buildApplications(specs, be, opts, nil)
 	if err != nil {
 		return err
 	}
 	opts.Applications = mounted
-	var appsMu sync.Mutex // guards stopApps: a reload replaces it
+	var appsMu sync.Mutex // guards stopApps and apps: a reload replaces them
 	stopApps := runApplications(ctx, apps)
 	defer func() { appsMu.Lock(); stopApps(); appsMu.Unlock() }()
 	srv := server.New(be, opts)
@@ -421,15 +421,19 @@ func runServe(ctx context.Context, args []string) error {
 		if err := checkApplicationModels(specs, catalog); err != nil {
 			return err
 		}
-		apps, mounted, err := buildApplications(specs, be, opts)
+		appsMu.Lock()
+		defer appsMu.Unlock()
+		prev := map[string]*app.App{}
+		for _, a := range apps {
+			prev[a.Spec.Name] = a
+		}
+		next, mounted, err := buildApplications(specs, be, opts, prev)
 		if err != nil {
 			return err
 		}
 		srv.SetApplications(mounted)
-		appsMu.Lock()
 		stopApps() // the old applications' autoscalers; their replicas finish what they hold
-		stopApps = runApplications(ctx, apps)
-		appsMu.Unlock()
+		apps, stopApps = next, runApplications(ctx, next)
 		logger.Info("config reload: applications applied", "applications", len(mounted))
 		return nil
 	})
