@@ -8,8 +8,8 @@
 #
 #   benchmarks/applications.sh
 # Environment: PAIRS (3), PROMPTS (64), FIRST (app: each pair runs the
-# application first; direct: the direct server first, to see whether the
-# order matters).
+# application first; direct: the direct server first), and
+# INTERLEAVE_ORDER=alternate (record.sh: even pairs the other way round).
 set -euo pipefail
 source "$(dirname "$0")/record.sh"
 cd "$(dirname "$0")/.."

@@ -130,7 +130,9 @@ record() {
 # '--output $RECORD_DIR/a-$PAIR.json'. Shell functions of the calling
 # script are visible to them only if exported (`export -f`). PAIRS must be
 # at least 3 unless ALLOW_FEWER_PAIRS=1. The first failing run stops the
-# comparison, and its status is returned.
+# comparison, and its status is returned. INTERLEAVE_ORDER=alternate runs
+# even pairs B first (A B B A A B ...), so that whatever favours the
+# first (or second) run of a pair falls on both sides equally.
 interleave() {
   if [ $# -ne 5 ]; then
     echo "interleave: usage: interleave PAIRS NAME_A CMD_A NAME_B CMD_B" >&2
@@ -155,12 +157,24 @@ interleave() {
       _record_check "$n" || return 2
     done
   done
+  case "${INTERLEAVE_ORDER:-ab}" in
+  ab | alternate) ;;
+  *)
+    echo "interleave: INTERLEAVE_ORDER '${INTERLEAVE_ORDER}': want ab or alternate" >&2
+    return 2
+    ;;
+  esac
+  local n1 c1 n2 c2
   for ((i = 1; i <= pairs; i++)); do
     export PAIR=$i
     status=0
-    record "$na-$i" bash -c "$ca" || status=$?
+    n1=$na c1=$ca n2=$nb c2=$cb
+    if [ "${INTERLEAVE_ORDER:-ab}" = alternate ] && ((i % 2 == 0)); then
+      n1=$nb c1=$cb n2=$na c2=$ca
+    fi
+    record "$n1-$i" bash -c "$c1" || status=$?
     if [ "$status" -eq 0 ]; then
-      record "$nb-$i" bash -c "$cb" || status=$?
+      record "$n2-$i" bash -c "$c2" || status=$?
     fi
     if [ "$status" -ne 0 ]; then
       echo "interleave: pair $i failed with status $status; stopping" >&2

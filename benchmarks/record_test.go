@@ -189,6 +189,30 @@ interleave 3 a 'echo "A $PAIR $RECORD_DIR"' b 'echo "B $PAIR"'`)
 	}
 }
 
+// TestInterleaveAlternateOrder: INTERLEAVE_ORDER=alternate runs even
+// pairs B first; the names still say which configuration ran.
+func TestInterleaveAlternateOrder(t *testing.T) {
+	dir := t.TempDir()
+	out, code := recordShell(t, dir, `record_init
+INTERLEAVE_ORDER=alternate interleave 4 a 'echo "A $PAIR"' b 'echo "B $PAIR"'`)
+	if code != 0 {
+		t.Fatalf("status %d, output:\n%s", code, out)
+	}
+	var names []string
+	for _, r := range commands(t, dir) {
+		names = append(names, r[0])
+	}
+	if got, want := strings.Join(names, " "), "a-1 b-1 b-2 a-2 a-3 b-3 b-4 a-4"; got != want {
+		t.Errorf("order: got %s, want %s", got, want)
+	}
+	if got := readFile(t, filepath.Join(dir, "a-2.txt")); got != "A 2\n" {
+		t.Errorf("a-2.txt: %q", got)
+	}
+	if out, code := recordShell(t, t.TempDir(), "record_init\nINTERLEAVE_ORDER=ba interleave 3 a true b true"); code != 2 || !strings.Contains(out, "INTERLEAVE_ORDER") {
+		t.Errorf("an unknown order: status %d, output:\n%s", code, out)
+	}
+}
+
 func TestInterleaveRefusesFewPairs(t *testing.T) {
 	dir := t.TempDir()
 	out, code := recordShell(t, dir, "record_init\ninterleave 2 a true b true")
