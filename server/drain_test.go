@@ -214,3 +214,59 @@ func TestACancellationStormLeavesNoTrace(t *testing.T) {
 		t.Fatalf("no request was cancelled: %+v", st)
 	}
 }
+
+// TestALeavingClientCancelsItsWorkAtEveryStage: a client that leaves
+// while its request is queued behind another, while its long prompt is
+// prefilled, or while a non-streamed request decodes, cancels that work:
+// the scheduler counts it cancelled and the load (running, waiting, KV
+// cells held) is back to zero within 5 s.
+func TestALeavingClientCancelsItsWorkAtEveryStage(t *testing.T) {
+	ts := startServer(t, modeltest.Preset(t, "tiny"), Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		scheduler.Options{Parallel: 1, Cells: 8192, Chunk: 16, TokenBudget: 16})
+	post := func(ctx context.Context, body string) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, ts.URL+"/v1/completions", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	long := fmt.Sprintf(`{"model":"%s","prompt":"%s","max_tokens":3000,"ignore_eos":true,"stream":true}`, ts.model, strings.Repeat("the cat saw a big red ball ", 4))
+	bigPrompt := fmt.Sprintf(`{"model":"%s","prompt":"%s","max_tokens":4}`, ts.model, strings.Repeat("the cat saw a big red ball and the dog ran ", 150))
+	nonStreamed := fmt.Sprintf(`{"model":"%s","prompt":"once upon a time","max_tokens":3000,"ignore_eos":true}`, ts.model)
+	for _, stage := range []struct {
+		name  string
+		run   func(ctx context.Context)
+		leave time.Duration
+	}{
+		{"queued behind a running stream", func(ctx context.Context) {
+			// One slot: the second request waits for the first.
+			first, stopFirst := context.WithCancel(context.Background())
+			defer stopFirst()
+			go post(first, long)
+			deadline := time.Now().Add(10 * time.Second)
+			for ts.srv.backend.Load().Running == 0 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			post(ctx, long)
+		}, 300 * time.Millisecond},
+		{"prefilling a long prompt", func(ctx context.Context) { post(ctx, bigPrompt) }, 50 * time.Millisecond},
+		{"decoding, not streamed", func(ctx context.Context) { post(ctx, nonStreamed) }, 300 * time.Millisecond},
+	} {
+		before := ts.sched.Stats().Cancelled
+		ctx, cancel := context.WithTimeout(context.Background(), stage.leave)
+		stage.run(ctx)
+		cancel()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			l := ts.srv.backend.Load()
+			if l.Running == 0 && l.Waiting == 0 && l.KVCellsActive == 0 && ts.sched.Stats().Cancelled > before {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: 5 s after the client left, load %+v, cancelled %d (was %d)", stage.name, l, ts.sched.Stats().Cancelled, before)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
