@@ -10,9 +10,9 @@ import (
 // added, update or rebuild what changed), as Prometheus' ApplyConfig
 // does.
 type Diff struct {
-	Added   []string // applications only in the new list
-	Removed []string // applications only in the old list
-	Changed []AppChange
+	Added   []string    `json:"added,omitempty"`   // applications only in the new list
+	Removed []string    `json:"removed,omitempty"` // applications only in the old list
+	Changed []AppChange `json:"changed,omitempty"`
 }
 
 // Empty reports whether nothing changed.
@@ -22,22 +22,23 @@ func (d Diff) Empty() bool {
 
 // AppChange is one application in both lists that differs.
 type AppChange struct {
-	Name string
+	Name string `json:"name"`
 	// Fields are its own fields that changed: route_prefix, ingress,
 	// middleware.
-	Fields []string
+	Fields []string `json:"fields,omitempty"`
 	// Added and Removed are deployments by name.
-	Added, Removed []string
-	Changed        []DeploymentChange
+	Added   []string           `json:"added,omitempty"`
+	Removed []string           `json:"removed,omitempty"`
+	Changed []DeploymentChange `json:"changed,omitempty"`
 }
 
 // DeploymentChange is one deployment in both versions of an application
 // that differs.
 type DeploymentChange struct {
-	Name string
+	Name string `json:"name"`
 	// Fields are the yaml keys that changed: kind, replicas,
 	// max_ongoing_requests, models, calls, user_config.
-	Fields []string
+	Fields []string `json:"fields,omitempty"`
 }
 
 // Reconfigure reports whether only the user config changed: a
