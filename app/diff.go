@@ -37,7 +37,7 @@ type AppChange struct {
 type DeploymentChange struct {
 	Name string `json:"name"`
 	// Fields are the yaml keys that changed: kind, replicas,
-	// max_ongoing_requests, models, calls, user_config.
+	// max_ongoing_requests, autoscaling_config, models, calls, user_config.
 	Fields []string `json:"fields,omitempty"`
 }
 
@@ -128,6 +128,9 @@ func deploymentFields(o, n DeploymentSpec) []string {
 	}
 	if o.MaxOngoingRequests != n.MaxOngoingRequests {
 		f = append(f, "max_ongoing_requests")
+	}
+	if !reflect.DeepEqual(o.Autoscaling, n.Autoscaling) {
+		f = append(f, "autoscaling_config")
 	}
 	if !slices.Equal(o.Models, n.Models) {
 		f = append(f, "models")
