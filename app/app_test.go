@@ -318,3 +318,25 @@ func TestClassifierRouterRoutesByTheSmallModelsLabel(t *testing.T) {
 		t.Fatalf("label %q: routed answer %q, %s alone %q", label, got.Texts[0], to, want.Texts[0])
 	}
 }
+
+// TestApplicationLoadCountsASharedPoolOnce: two llm deployments restricted
+// to parts of one pool report the pool's load once.
+func TestApplicationLoadCountsASharedPoolOnce(t *testing.T) {
+	pool := startPool(t, "tiny", modeltest.Preset(t, "tiny"))
+	spec, err := New("shared").LLM("a", "tiny").LLM("b", "tiny").Deploy("front", "keyword-router",
+		middleware.KeywordRouterConfig{Default: "a"}, "a", "b").Ingress("front").Spec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := Build(spec, Env{Registry: Builtin(), LLM: func(d DeploymentSpec) (llm.Backend, error) { return Restrict(pool, d.Models), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, e := a.Handles["front"].Call(context.Background(), &llm.Request{Model: "tiny", Prompts: []llm.Prompt{{Text: "hi"}}, Params: llm.Params{MaxTokens: 2, N: 1}}); e != nil {
+		t.Fatal(e)
+	}
+	got, want := a.Backend.Load(), pool.Load()
+	if got.KVCells != want.KVCells || got.MaxActive != want.MaxActive {
+		t.Fatalf("application load %+v, pool load %+v", got, want)
+	}
+}

@@ -289,10 +289,19 @@ func (b *ingressBackend) Embed(ctx context.Context, req *llm.EmbedRequest) (*llm
 	return l.Embed(ctx, req)
 }
 
-// Load sums the llm deployments' loads.
+// Load sums the loads of the backends under the llm deployments, each
+// once (deployments restricted to parts of one catalog share it).
 func (b *ingressBackend) Load() llm.LoadInfo {
 	var l llm.LoadInfo
+	var seen []llm.Backend
 	for _, x := range b.llms {
+		if u, ok := x.(interface{ Unwrap() llm.Backend }); ok {
+			x = u.Unwrap()
+		}
+		if slices.Contains(seen, x) {
+			continue
+		}
+		seen = append(seen, x)
 		l.Add(x.Load())
 	}
 	l.Tidy()

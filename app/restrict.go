@@ -19,6 +19,9 @@ type restricted struct {
 	models []string
 }
 
+// Unwrap is the shared backend.
+func (r *restricted) Unwrap() llm.Backend { return r.Backend }
+
 // allows reports whether model is one of the deployment's models or an
 // adapter of one (the backend resolves the name; its parent says whose).
 func (r *restricted) allows(ctx context.Context, model string) (llm.ModelInfo, *llm.Error) {
