@@ -78,6 +78,18 @@ type ModelInfo struct {
 	Parallel int `json:"parallel"`
 	// Embedding is the width of the model's embeddings.
 	Embedding int `json:"embedding,omitempty"`
+	// Defaults are the model's own sampling settings (the config's
+	// sampling:), for requests that leave them unset; nil: none.
+	Defaults *SamplingDefaults `json:"defaults,omitempty"`
+}
+
+// SamplingDefaults are a model's sampling settings; nil fields are unset.
+type SamplingDefaults struct {
+	Temperature *float64 `json:"temperature,omitempty"`
+	TopP        *float64 `json:"top_p,omitempty"`
+	TopK        *int     `json:"top_k,omitempty"`
+	MinP        *float64 `json:"min_p,omitempty"`
+	MaxTokens   *int     `json:"max_tokens,omitempty"`
 }
 
 // LoadInfo is a backend's current load, summed over its models (and

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/llmux/llmux/llm"
 )
 
 // Kind tells a base model from a LoRA adapter.
@@ -77,6 +79,16 @@ type SamplingDefaults struct {
 	TopK        *int     `yaml:"top_k"`
 	MinP        *float64 `yaml:"min_p"`
 	MaxTokens   *int     `yaml:"max_tokens"`
+}
+
+// forRequests is the defaults as the model boundary carries them (nil
+// when none is set).
+func (s SamplingDefaults) forRequests() *llm.SamplingDefaults {
+	if s == (SamplingDefaults{}) {
+		return nil
+	}
+	return &llm.SamplingDefaults{Temperature: clonePtr(s.Temperature), TopP: clonePtr(s.TopP), TopK: clonePtr(s.TopK),
+		MinP: clonePtr(s.MinP), MaxTokens: clonePtr(s.MaxTokens)}
 }
 
 // Entry is one servable name, resolved.

@@ -225,21 +225,20 @@ func (p *Pool) Info(_ context.Context, model string) (llm.ModelInfo, *llm.Error)
 	p.mu.RLock()
 	r := p.live[t.base.Name]
 	p.mu.RUnlock()
+	var mi llm.ModelInfo
 	if r != nil {
-		mi := r.Info(t.id)
-		if t.adapter != nil {
-			mi.Parent = t.base.Name
+		mi = r.Info(t.id)
+	} else {
+		var err error
+		if mi, err = p.coldInfo(t.base); err != nil {
+			return llm.ModelInfo{}, llm.Errorf(llm.CodeLoadFailed, "model", "the model %q cannot be served: %s", t.id, redactPaths(err.Error()))
 		}
-		return mi, nil
+		mi.ID = t.id
 	}
-	mi, err := p.coldInfo(t.base)
-	if err != nil {
-		return llm.ModelInfo{}, llm.Errorf(llm.CodeLoadFailed, "model", "the model %q cannot be served: %s", t.id, redactPaths(err.Error()))
-	}
-	mi.ID = t.id
 	if t.adapter != nil {
 		mi.Parent = t.base.Name
 	}
+	mi.Defaults = t.base.Config.Sampling.forRequests() // an adapter's are its base's
 	return mi, nil
 }
 

@@ -280,3 +280,40 @@ func (s *Sampling) Params(maxTokens *int, topLogprobs int, seed uint32) llm.Para
 	}
 	return p
 }
+
+// ApplyDefaults fills the sampling fields the request left unset from a
+// model's own defaults (its sampling: settings); what the request set
+// wins.
+func (s *Sampling) ApplyDefaults(d *llm.SamplingDefaults) {
+	if d == nil {
+		return
+	}
+	fill := func(dst **float64, src *float64) {
+		if *dst == nil && src != nil {
+			v := *src
+			*dst = &v
+		}
+	}
+	fill(&s.Temperature, d.Temperature)
+	fill(&s.TopP, d.TopP)
+	fill(&s.MinP, d.MinP)
+	if s.TopK == nil && d.TopK != nil {
+		v := *d.TopK
+		s.TopK = &v
+	}
+	if s.MaxTokens == nil && d.MaxTokens != nil {
+		v := *d.MaxTokens
+		s.MaxTokens = &v
+	}
+}
+
+// ApplyDefaults fills unset sampling fields from a model's defaults;
+// max_completion_tokens, when set, stands for max_tokens.
+func (r *ChatRequest) ApplyDefaults(d *llm.SamplingDefaults) {
+	if d != nil && r.MaxCompletionTokens != nil && d.MaxTokens != nil {
+		c := *d
+		c.MaxTokens = nil
+		d = &c
+	}
+	r.Sampling.ApplyDefaults(d)
+}

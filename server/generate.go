@@ -201,6 +201,7 @@ func (s *Server) fingerprint(model string) string {
 // answering the client itself on failure.
 func (s *Server) parseGeneration(c *gin.Context, req interface {
 	Validate(openai.Limits, openai.ModelInfo) *openai.Error
+	ApplyDefaults(*llm.SamplingDefaults)
 }, model *string) (llm.ModelInfo, bool) {
 	if e := s.decode(c, req); e != nil {
 		s.fail(c, e)
@@ -219,6 +220,7 @@ func (s *Server) parseGeneration(c *gin.Context, req interface {
 		return mi, false
 	}
 	requestLogOf(c.Request.Context()).setModel(*model, mi.Parent)
+	req.ApplyDefaults(mi.Defaults) // the model's sampling: settings, where the request is silent
 	if e := req.Validate(s.limits, openai.ModelInfo{VocabSize: mi.VocabSize, Context: mi.Context, Parallel: mi.Parallel}); e != nil {
 		s.fail(c, e)
 		return mi, false

@@ -130,11 +130,6 @@ func (f *serveFlags) catalog(logger *slog.Logger) (*multiplex.Catalog, error) {
 	if err := f.lora.attach(list); err != nil {
 		return nil, err
 	}
-	for _, m := range list {
-		if m.Sampling != (multiplex.SamplingDefaults{}) {
-			return nil, fmt.Errorf("model %q: per-model sampling defaults are not applied by this build yet; remove the sampling key", m.Name)
-		}
-	}
 	ollama := *f.ollamaModels
 	if ollama == "" {
 		home, _ := os.UserHomeDir()
