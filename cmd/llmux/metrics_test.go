@@ -99,13 +99,15 @@ func TestMetricsAfterAKnownWorkloadAreCountedDocumentedAndLintClean(t *testing.T
 		t.Fatal("the stream sent no usage")
 	}
 
-	// The server counts a request once its handler has returned, which
-	// may be just after the client has read the stream's end.
+	// The server counts a request once its handler has returned, and the
+	// scheduler publishes a step's counts after the step: either may come
+	// just after the client has read the response's end.
 	families := scrape(t, hs.URL+"/metrics")
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); families = scrape(t, hs.URL+"/metrics") {
-		if len(families["llmux_http_requests_total"].GetMetric()) >= 2 {
-			break
-		}
+	settled := func() bool {
+		running := families["llmux_num_requests_running"].GetMetric()
+		return len(families["llmux_http_requests_total"].GetMetric()) >= 2 && len(running) == 1 && running[0].GetGauge().GetValue() == 0
+	}
+	for deadline := time.Now().Add(10 * time.Second); !settled() && time.Now().Before(deadline); families = scrape(t, hs.URL+"/metrics") {
 		time.Sleep(10 * time.Millisecond)
 	}
 	value := func(name string, labels map[string]string) float64 {
