@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/llmux/llmux/models"
 	"github.com/llmux/llmux/models/modeltest"
@@ -75,7 +76,12 @@ func TestPoolServesAdapters(t *testing.T) {
 	// The load lists the resident base and the adapters loaded on it; the
 	// bound is the one base plus the catalog's three adapters; nothing
 	// runs, so no KV cell is active.
+	// (The scheduler publishes its counts after a step, which may be just
+	// after the last request's end reached the test.)
 	l := p.Load()
+	for deadline := time.Now().Add(10 * time.Second); (l.Running != 0 || l.KVCellsActive != 0) && time.Now().Before(deadline); l = p.Load() {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if !slices.Equal(l.Active, []string{"a", "b", "c", "tiny"}) || l.MaxActive != 4 || len(l.Loading) != 0 {
 		t.Fatalf("load: active %v loading %v max %d", l.Active, l.Loading, l.MaxActive)
 	}
