@@ -73,16 +73,16 @@ func TestPoolServesAdapters(t *testing.T) {
 		t.Fatalf("runtime adapter c gave %q (base %q, a %q)", c, baseText, viaBase)
 	}
 
-	// The load lists the resident base and the adapters loaded on it; the
-	// bound is the one base plus the catalog's three adapters; nothing
-	// runs, so no KV cell is active.
+	// The load lists the resident base and the adapters loaded on it, each
+	// under both its names; the bound is the one base plus the catalog's
+	// three adapters, twice; nothing runs, so no KV cell is active.
 	// (The scheduler publishes its counts after a step, which may be just
 	// after the last request's end reached the test.)
 	l := p.Load()
 	for deadline := time.Now().Add(10 * time.Second); (l.Running != 0 || l.KVCellsActive != 0) && time.Now().Before(deadline); l = p.Load() {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if !slices.Equal(l.Active, []string{"a", "b", "c", "tiny"}) || l.MaxActive != 4 || len(l.Loading) != 0 {
+	if !slices.Equal(l.Active, []string{"a", "b", "c", "tiny", "tiny:a", "tiny:b", "tiny:c"}) || l.MaxActive != 7 || len(l.Loading) != 0 {
 		t.Fatalf("load: active %v loading %v max %d", l.Active, l.Loading, l.MaxActive)
 	}
 	if l.KVCells <= 0 || l.KVCellsActive != 0 || l.Running != 0 || l.Waiting != 0 || l.Unready != "" {

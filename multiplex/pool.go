@@ -380,9 +380,9 @@ func (p *Pool) Embed(ctx context.Context, req *llm.EmbedRequest) (*llm.EmbedResu
 
 // Load sums the load of every loaded model: its scheduler's sequences
 // and KV cells, and the requests waiting for a model to load. Active
-// lists the loaded models with their loaded adapters; MaxActive is the
-// base-model bound (--max-models, else the catalog's bases) plus the
-// catalog's adapters.
+// lists the loaded models with their loaded adapters (each as ADAPTER and
+// BASE:ADAPTER); MaxActive is the base-model bound (--max-models, else the
+// catalog's bases) plus the catalog's adapters, twice (their two names).
 func (p *Pool) Load() llm.LoadInfo {
 	var l llm.LoadInfo
 	for name, r := range p.Runners() {
@@ -392,7 +392,12 @@ func (p *Pool) Load() llm.LoadInfo {
 		l.KVCellsActive += st.KV.CellsActive
 		l.KVCells += st.KV.Cells
 		l.Active = append(l.Active, name)
-		l.Active = append(l.Active, st.Adapters...)
+		// An adapter serves under its own name and as BASE:ADAPTER: both
+		// are listed, so that a router matching the request's model name
+		// (the inference extension's LoRA affinity) finds either.
+		for _, a := range st.Adapters {
+			l.Active = append(l.Active, a, name+":"+a)
+		}
 	}
 	for name, m := range p.Stats().Models {
 		l.Waiting += m.Waiting
@@ -416,7 +421,7 @@ func (p *Pool) Load() llm.LoadInfo {
 		if p.opts.MaxModels > 0 {
 			bases = min(bases, p.opts.MaxModels)
 		}
-		l.MaxActive = bases + adapters
+		l.MaxActive = bases + 2*adapters // each adapter listed under its two names
 	} else {
 		l.MaxActive = len(l.Active)
 	}

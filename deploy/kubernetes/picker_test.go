@@ -376,7 +376,8 @@ func TestPickerSendsNewWorkToTheIdleLLMuxPod(t *testing.T) {
 }
 
 // Both pods idle; only pod 1 has adapter ad1 loaded (it served a request
-// for it): the picker's LoRA affinity sends ad1's requests there.
+// for it): the picker's LoRA affinity sends ad1's requests there, named
+// either ad1 or base:ad1.
 func TestPickerSendsAnAdapterRequestToThePodThatHasItLoaded(t *testing.T) {
 	_, pods, eps, sched := twoPods(t)
 	body := `{"model":"ad1","prompt":"Once upon a time","max_tokens":4}`
@@ -393,9 +394,12 @@ func TestPickerSendsAnAdapterRequestToThePodThatHasItLoaded(t *testing.T) {
 		_, on1 := eps[1].GetMetrics().ActiveModels["ad1"]
 		return on1 && !on0, fmt.Sprintf("pod 0 %v, pod 1 %v", eps[0].GetMetrics().ActiveModels, eps[1].GetMetrics().ActiveModels)
 	})
-	for range 20 {
-		if got := pick(t, sched, eps, "ad1"); got != 1 {
-			t.Fatalf("the picker chose pod %d for ad1; pod 0: %+v; pod 1: %+v", got, *eps[0].GetMetrics(), *eps[1].GetMetrics())
+	// Either name of the adapter finds it: llmux lists both.
+	for _, name := range []string{"ad1", "base:ad1"} {
+		for range 20 {
+			if got := pick(t, sched, eps, name); got != 1 {
+				t.Fatalf("the picker chose pod %d for %s; pod 0: %+v; pod 1: %+v", got, name, *eps[0].GetMetrics(), *eps[1].GetMetrics())
+			}
 		}
 	}
 }
