@@ -344,6 +344,11 @@ func (s *Set) refresh(ctx context.Context, m *member, p *process) *llm.Error {
 		case llm.StateLoaded:
 			m.loaded[mi.ID] = true
 			delete(m.loading, mi.ID)
+		case llm.StateLoading:
+			// Loading on its own (a pinned model at start): the router
+			// sends the model's requests here rather than start a second
+			// load elsewhere.
+			m.loading[mi.ID] = true
 		case llm.StateAvailable:
 			// A load this set caused shows as loading until the replica
 			// reports it loaded (or the next check after it failed).
