@@ -27,7 +27,12 @@ type streamEnd struct {
 // readStream posts body and reads the SSE stream to its end; started is
 // closed at the first data line.
 func readStream(addr, body string, started chan<- struct{}) streamEnd {
-	resp, err := http.Post("http://"+addr+"/v1/completions", "application/json", strings.NewReader(body))
+	return readStreamAt(addr, "", body, started)
+}
+
+// readStreamAt is readStream for an application mounted at prefix.
+func readStreamAt(addr, prefix, body string, started chan<- struct{}) streamEnd {
+	resp, err := http.Post("http://"+addr+prefix+"/v1/completions", "application/json", strings.NewReader(body))
 	if err != nil {
 		return streamEnd{err: err}
 	}
@@ -268,5 +273,54 @@ func TestALeavingClientCancelsItsWorkAtEveryStage(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
+	}
+}
+
+// TestShutdownDrainsMountedApplications: an application's streams drain
+// with the server's: a new request to it gets 503 while draining, and a
+// stream still running at the timeout ends with an error event.
+func TestShutdownDrainsMountedApplications(t *testing.T) {
+	m, sched := loadScheduler(t, modeltest.Preset(t, "tiny"), scheduler.Options{Parallel: 2, Cells: 16384})
+	schedCtx, stopSched := context.WithCancel(context.Background())
+	schedDone := make(chan struct{})
+	go func() { sched.Run(schedCtx); close(schedDone) }()
+	defer func() { stopSched(); <-schedDone; sched.Close(); m.Close() }()
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	backend := backendFor(t, sched, "tiny")
+	app := New(backend, Options{Logger: quiet, Application: true})
+	srv := New(backend, Options{ShutdownTimeout: time.Second, Logger: quiet,
+		Applications: []Mounted{{Prefix: "/app", Handler: app.Handler()}}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ctx, shutdown := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+	started := make(chan struct{})
+	end := make(chan streamEnd, 1)
+	go func() {
+		end <- readStreamAt(addr, "/app", `{"model":"tiny","prompt":"the cat","max_tokens":6000,"ignore_eos":true,"stream":true}`, started)
+	}()
+	<-started
+	shutdown()
+	for deadline := time.Now().Add(5 * time.Second); !srv.Draining() && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	r, err := http.Post("http://"+addr+"/app/v1/completions", "application/json", strings.NewReader(`{"model":"tiny","prompt":"hi","max_tokens":1}`))
+	if err != nil {
+		t.Fatalf("a new application request while draining: %v", err)
+	}
+	r.Body.Close()
+	if r.StatusCode != 503 {
+		t.Errorf("a new application request while draining: %d", r.StatusCode)
+	}
+	e := <-end
+	if e.err != nil || !e.done || !strings.Contains(e.errEvent, "shutting down") {
+		t.Errorf("the application's stream ended with %+v, want an error event saying the server is shutting down, then [DONE]", e)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("serve: %v", err)
 	}
 }

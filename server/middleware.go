@@ -141,6 +141,6 @@ func (s *Server) admit(c *gin.Context) {
 		return
 	}
 	s.inflight.Add(1)
-	defer s.inflight.Done()
+	defer s.inflight.Add(-1)
 	c.Next()
 }

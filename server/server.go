@@ -5,12 +5,13 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -108,7 +109,7 @@ type Server struct {
 	access map[string]access
 
 	draining atomic.Bool
-	inflight sync.WaitGroup
+	inflight atomic.Int64 // generation requests running (a drain waits for them)
 }
 
 // New builds a server over a backend. When the backend is also a
@@ -190,6 +191,18 @@ func (s *Server) SetApplications(apps []Mounted) { s.apps.Store(&apps) }
 func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 	for _, m := range *s.apps.Load() {
 		if strings.HasPrefix(r.URL.Path, m.Prefix+"/") {
+			// An application's requests drain with the server's: refused
+			// once draining, waited for while running.
+			if s.draining.Load() {
+				e := openai.Unavailable("server is shutting down")
+				w.Header().Set("Retry-After", strconv.Itoa(int(e.RetryAfter.Seconds())))
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(e.Status)
+				_ = json.NewEncoder(w).Encode(openai.ErrorBody{Error: e})
+				return
+			}
+			s.inflight.Add(1)
+			defer s.inflight.Add(-1)
 			http.StripPrefix(m.Prefix, m.Handler).ServeHTTP(w, r)
 			return
 		}
@@ -271,7 +284,20 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.draining.Store(true)
 	s.log.Info("draining", "timeout", s.opts.ShutdownTimeout)
 	idle := make(chan struct{})
-	go func() { s.inflight.Wait(); close(idle) }()
+	stopWatch := make(chan struct{})
+	defer close(stopWatch)
+	go func() {
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for s.inflight.Load() > 0 {
+			select {
+			case <-t.C:
+			case <-stopWatch:
+				return
+			}
+		}
+		close(idle)
+	}()
 	timer := time.NewTimer(s.opts.ShutdownTimeout)
 	defer timer.Stop()
 	select {
