@@ -83,13 +83,36 @@ type ModelInfo struct {
 	Defaults *SamplingDefaults `json:"defaults,omitempty"`
 }
 
-// SamplingDefaults are a model's sampling settings; nil fields are unset.
+// SamplingDefaults are a model's sampling settings (the config file's
+// sampling: key); nil fields are unset.
 type SamplingDefaults struct {
-	Temperature *float64 `json:"temperature,omitempty"`
-	TopP        *float64 `json:"top_p,omitempty"`
-	TopK        *int     `json:"top_k,omitempty"`
-	MinP        *float64 `json:"min_p,omitempty"`
-	MaxTokens   *int     `json:"max_tokens,omitempty"`
+	Temperature *float64 `json:"temperature,omitempty" yaml:"temperature"`
+	TopP        *float64 `json:"top_p,omitempty" yaml:"top_p"`
+	TopK        *int     `json:"top_k,omitempty" yaml:"top_k"`
+	MinP        *float64 `json:"min_p,omitempty" yaml:"min_p"`
+	MaxTokens   *int     `json:"max_tokens,omitempty" yaml:"max_tokens"`
+}
+
+// Clone copies d (nil when d holds nothing).
+func (d SamplingDefaults) Clone() *SamplingDefaults {
+	if d == (SamplingDefaults{}) {
+		return nil
+	}
+	c := func(p *float64) *float64 {
+		if p == nil {
+			return nil
+		}
+		v := *p
+		return &v
+	}
+	i := func(p *int) *int {
+		if p == nil {
+			return nil
+		}
+		v := *p
+		return &v
+	}
+	return &SamplingDefaults{Temperature: c(d.Temperature), TopP: c(d.TopP), TopK: i(d.TopK), MinP: c(d.MinP), MaxTokens: i(d.MaxTokens)}
 }
 
 // LoadInfo is a backend's current load, summed over its models (and

@@ -53,15 +53,15 @@ const MaxNameLen = 256
 // snake_case, unknown keys are an error when decoding with yaml.v3's
 // KnownFields).
 type ModelConfig struct {
-	Name     string           `yaml:"name"`
-	Path     string           `yaml:"path"` // a GGUF file path, or an ollama model name[:tag] when Ollama lookup is on
-	Aliases  []string         `yaml:"aliases"`
-	Pinned   bool             `yaml:"pinned"`    // loaded at start, never evicted
-	CtxSize  int              `yaml:"ctx_size"`  // 0: server default
-	Parallel int              `yaml:"parallel"`  // 0: server default
-	KVLayout string           `yaml:"kv_layout"` // "": server default; "unified" or "per-slot"
-	Adapters []AdapterConfig  `yaml:"adapters"`
-	Sampling SamplingDefaults `yaml:"sampling"`
+	Name     string               `yaml:"name"`
+	Path     string               `yaml:"path"` // a GGUF file path, or an ollama model name[:tag] when Ollama lookup is on
+	Aliases  []string             `yaml:"aliases"`
+	Pinned   bool                 `yaml:"pinned"`    // loaded at start, never evicted
+	CtxSize  int                  `yaml:"ctx_size"`  // 0: server default
+	Parallel int                  `yaml:"parallel"`  // 0: server default
+	KVLayout string               `yaml:"kv_layout"` // "": server default; "unified" or "per-slot"
+	Adapters []AdapterConfig      `yaml:"adapters"`
+	Sampling llm.SamplingDefaults `yaml:"sampling"` // defaults for requests that leave them out
 }
 
 // AdapterConfig is one LoRA adapter of a base model. Scale 0 means 1.
@@ -69,26 +69,6 @@ type AdapterConfig struct {
 	Name  string  `yaml:"name"`
 	Path  string  `yaml:"path"`
 	Scale float64 `yaml:"scale"`
-}
-
-// SamplingDefaults are per-model sampling settings used when a request
-// leaves them unset; nil means the server default.
-type SamplingDefaults struct {
-	Temperature *float64 `yaml:"temperature"`
-	TopP        *float64 `yaml:"top_p"`
-	TopK        *int     `yaml:"top_k"`
-	MinP        *float64 `yaml:"min_p"`
-	MaxTokens   *int     `yaml:"max_tokens"`
-}
-
-// forRequests is the defaults as the model boundary carries them (nil
-// when none is set).
-func (s SamplingDefaults) forRequests() *llm.SamplingDefaults {
-	if s == (SamplingDefaults{}) {
-		return nil
-	}
-	return &llm.SamplingDefaults{Temperature: clonePtr(s.Temperature), TopP: clonePtr(s.TopP), TopK: clonePtr(s.TopK),
-		MinP: clonePtr(s.MinP), MaxTokens: clonePtr(s.MaxTokens)}
 }
 
 // Entry is one servable name, resolved.
@@ -736,23 +716,10 @@ func (m ModelConfig) clone() ModelConfig {
 	out := m
 	out.Aliases = append([]string(nil), m.Aliases...)
 	out.Adapters = append([]AdapterConfig(nil), m.Adapters...)
-	out.Sampling = SamplingDefaults{
-		Temperature: clonePtr(m.Sampling.Temperature),
-		TopP:        clonePtr(m.Sampling.TopP),
-		TopK:        clonePtr(m.Sampling.TopK),
-		MinP:        clonePtr(m.Sampling.MinP),
-		MaxTokens:   clonePtr(m.Sampling.MaxTokens),
+	if c := m.Sampling.Clone(); c != nil {
+		out.Sampling = *c
 	}
 	return out
-}
-
-// clonePtr returns a pointer to a copy of *p, or nil.
-func clonePtr[T any](p *T) *T {
-	if p == nil {
-		return nil
-	}
-	v := *p
-	return &v
 }
 
 // cloneEntry copies e so callers cannot reach the catalog's memory.

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/llmux/llmux/llm"
 )
 
 // catalogFixture lays out explicit model files, a models dir and an
@@ -187,7 +189,7 @@ func TestCatalogErrors(t *testing.T) {
 		{"missing models dir", CatalogOptions{ModelsDirs: []string{f.path("nowhere")}}, "models dir"},
 		{"bad kv layout", CatalogOptions{Models: []ModelConfig{{Path: qwen, KVLayout: "paged"}}}, "kv_layout"},
 		{"negative ctx size", CatalogOptions{Models: []ModelConfig{{Path: qwen, CtxSize: -1}}}, "ctx_size"},
-		{"bad top_p", CatalogOptions{Models: []ModelConfig{{Path: qwen, Sampling: SamplingDefaults{TopP: ptr(1.5)}}}}, "top_p"},
+		{"bad top_p", CatalogOptions{Models: []ModelConfig{{Path: qwen, Sampling: llm.SamplingDefaults{TopP: ptr(1.5)}}}}, "top_p"},
 		{"bad name", CatalogOptions{Models: []ModelConfig{{Name: "has space", Path: qwen}}}, "whitespace"},
 		{"bad alias", CatalogOptions{Models: []ModelConfig{{Path: qwen, Aliases: []string{"../x"}}}}, "alias"},
 	}
@@ -446,7 +448,7 @@ models:
 	want := ModelConfig{
 		Name: "qwen", Path: "/m/qwen.gguf", Aliases: []string{"gpt-4o"}, Pinned: true, CtxSize: 8192, Parallel: 4,
 		KVLayout: "per-slot", Adapters: []AdapterConfig{{Name: "sql", Path: "/m/sql.gguf", Scale: 0.5}},
-		Sampling: SamplingDefaults{Temperature: ptr(0.2), TopP: ptr(0.9), TopK: ptr(40), MinP: ptr(0.05), MaxTokens: ptr(512)},
+		Sampling: llm.SamplingDefaults{Temperature: ptr(0.2), TopP: ptr(0.9), TopK: ptr(40), MinP: ptr(0.05), MaxTokens: ptr(512)},
 	}
 	if len(cfg.Models) != 1 || !reflect.DeepEqual(cfg.Models[0], want) {
 		t.Errorf("decoded %+v, want %+v", cfg.Models, want)

@@ -238,7 +238,7 @@ func (p *Pool) Info(_ context.Context, model string) (llm.ModelInfo, *llm.Error)
 	if t.adapter != nil {
 		mi.Parent = t.base.Name
 	}
-	mi.Defaults = t.base.Config.Sampling.forRequests() // an adapter's are its base's
+	mi.Defaults = t.base.Config.Sampling.Clone() // an adapter's are its base's
 	return mi, nil
 }
 
