@@ -51,5 +51,5 @@ else
   interleave "$PAIRS" app "$app_run" direct "$direct_run"
 fi
 for m in output_throughput tpot.median_ms ttft.median_ms; do
-  record "pairs-app-$m" ./bin/llmux bench pairs --metric "$m" --a "$RECORD_DIR/app-[0-9].json" --b "$RECORD_DIR/direct-[0-9].json"
+  record "pairs-app-$m" ./bin/llmux bench pairs --metric "$m" --a "$RECORD_DIR/app-*.json" --b "$RECORD_DIR/direct-*.json"
 done
