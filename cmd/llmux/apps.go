@@ -40,9 +40,13 @@ func checkApplicationModels(specs []app.Spec, catalog *multiplex.Catalog) error 
 // request metrics at PREFIX/metrics, and its own middleware in place of
 // --api-key).
 //
-// prev are the running applications, by name, when a reload rebuilds
-// them: what did not change keeps its replicas (app.Rebuild).
-func buildApplications(specs []app.Spec, be llm.Backend, base server.Options, prev map[string]*app.App) ([]*app.App, []server.Mounted, error) {
+// The models of llm deployments must be in catalog. prev are the running
+// applications, by name, when a reload rebuilds them: what did not change
+// keeps its replicas (app.Rebuild).
+func buildApplications(specs []app.Spec, catalog *multiplex.Catalog, be llm.Backend, base server.Options, prev map[string]*app.App) ([]*app.App, []server.Mounted, error) {
+	if err := checkApplicationModels(specs, catalog); err != nil {
+		return nil, nil, err
+	}
 	var apps []*app.App
 	var out []server.Mounted
 	reg := defaultRegistry()

@@ -383,10 +383,7 @@ func runServe(ctx context.Context, args []string) error {
 	if f.file != nil {
 		specs = f.file.Applications
 	}
-	if err := checkApplicationModels(specs, catalog); err != nil {
-		return err
-	}
-	apps, mounted, err := buildApplications(specs, be, opts, nil)
+	apps, mounted, err := buildApplications(specs, catalog, be, opts, nil)
 	if err != nil {
 		return err
 	}
@@ -418,16 +415,13 @@ func runServe(ctx context.Context, args []string) error {
 	reloadCtx, stopReload := context.WithCancel(ctx)
 	defer stopReload()
 	reload := watchConfig(reloadCtx, f, logger, func(_, specs []app.Spec) error {
-		if err := checkApplicationModels(specs, catalog); err != nil {
-			return err
-		}
 		appsMu.Lock()
 		defer appsMu.Unlock()
 		prev := map[string]*app.App{}
 		for _, a := range apps {
 			prev[a.Spec.Name] = a
 		}
-		next, mounted, err := buildApplications(specs, be, opts, prev)
+		next, mounted, err := buildApplications(specs, catalog, be, opts, prev)
 		if err != nil {
 			return err
 		}
