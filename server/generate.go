@@ -40,6 +40,7 @@ func (s *Server) consume(ctx context.Context, st llm.Stream, model string, onEve
 	var g generation
 	var firstErr error
 	var last []time.Time // each choice's last token, for inter-token latency
+	itl := s.metrics.itl.WithLabelValues(model) // looked up once, not per token
 	for {
 		ev, ok := st.Recv(ctx)
 		if !ok {
@@ -70,7 +71,7 @@ func (s *Server) consume(ctx context.Context, st llm.Stream, model string, onEve
 				last = append(last, time.Time{})
 			}
 			if prev := last[ev.Index]; !prev.IsZero() {
-				s.metrics.itl.WithLabelValues(model).Observe(at.Sub(prev).Seconds())
+				itl.Observe(at.Sub(prev).Seconds())
 			}
 			last[ev.Index] = at
 		}
