@@ -68,17 +68,25 @@ func readStreamAt(addr, prefix, body string, started chan<- struct{}) streamEnd 
 	return end
 }
 
+// runTiny runs a scheduler over the tiny model; stop ends it and frees
+// the model.
+func runTiny(t *testing.T, so scheduler.Options) (sched *scheduler.Scheduler, stop func()) {
+	t.Helper()
+	m, sched := loadScheduler(t, modeltest.Preset(t, "tiny"), so)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { sched.Run(ctx); close(done) }()
+	return sched, func() { cancel(); <-done; sched.Close(); m.Close() }
+}
+
 // TestShutdownDrainsTenStreams: with 10 streams in flight, a shutdown at
 // once makes /ready and new generation requests answer 503 (the listener
 // stays open); streams that finish within the shutdown timeout end
 // normally; the ones still running then end with an SSE error event and
 // [DONE]; Serve returns; the scheduler is back to no running sequence.
 func TestShutdownDrainsTenStreams(t *testing.T) {
-	m, sched := loadScheduler(t, modeltest.Preset(t, "tiny"), scheduler.Options{Parallel: 10, Cells: 32768})
-	schedCtx, stopSched := context.WithCancel(context.Background())
-	schedDone := make(chan struct{})
-	go func() { sched.Run(schedCtx); close(schedDone) }()
-	defer func() { stopSched(); <-schedDone; sched.Close(); m.Close() }()
+	sched, stop := runTiny(t, scheduler.Options{Parallel: 10, Cells: 32768})
+	defer stop()
 	srv := New(backendFor(t, sched, "tiny"), Options{ShutdownTimeout: 2 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -280,11 +288,8 @@ func TestALeavingClientCancelsItsWorkAtEveryStage(t *testing.T) {
 // with the server's: a new request to it gets 503 while draining, and a
 // stream still running at the timeout ends with an error event.
 func TestShutdownDrainsMountedApplications(t *testing.T) {
-	m, sched := loadScheduler(t, modeltest.Preset(t, "tiny"), scheduler.Options{Parallel: 2, Cells: 16384})
-	schedCtx, stopSched := context.WithCancel(context.Background())
-	schedDone := make(chan struct{})
-	go func() { sched.Run(schedCtx); close(schedDone) }()
-	defer func() { stopSched(); <-schedDone; sched.Close(); m.Close() }()
+	sched, stop := runTiny(t, scheduler.Options{Parallel: 2, Cells: 16384})
+	defer stop()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	backend := backendFor(t, sched, "tiny")
 	app := New(backend, Options{Logger: quiet, Application: true})

@@ -50,6 +50,37 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
+// serveConfig runs llmux serve -f path (listening on port) until the test
+// ends, and waits until it is ready. It returns the serving context (for
+// the test's requests) and the server's base URL.
+func serveConfig(t *testing.T, path string, port int) (context.Context, string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- runServe(ctx, []string{"-f", path}) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		r, err := http.Get(base + "/ready")
+		if err == nil {
+			r.Body.Close()
+			if r.StatusCode == 200 {
+				return ctx, base
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server did not come up: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // TestServeTheExampleConfigAndReloadItUnderLoad serves the example's YAML
 // with llmux serve: the application answers at its prefix behind its key
 // while the root serves every model; a SIGHUP with a second key added
@@ -61,30 +92,7 @@ func TestServeTheExampleConfigAndReloadItUnderLoad(t *testing.T) {
 	if err := os.WriteFile(path, []byte(exampleConfig(t, port, "secret")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- runServe(ctx, []string{"-f", path}) }()
-	defer func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		r, err := http.Get(base + "/ready")
-		if err == nil {
-			r.Body.Close()
-			if r.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the server did not come up: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	ctx, base := serveConfig(t, path, port)
 	client := func(prefix, key string) *goopenai.Client {
 		cfg := goopenai.DefaultConfig(key)
 		cfg.BaseURL = base + prefix + "/v1"
@@ -152,7 +160,7 @@ func TestServeTheExampleConfigAndReloadItUnderLoad(t *testing.T) {
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for ask(client("/assistant", "second"), "hi") != nil {
 		if time.Now().After(deadline) {
 			t.Fatal("the reloaded config's key was never accepted")
@@ -183,30 +191,7 @@ func TestApplySendsAConfigToARunningServer(t *testing.T) {
 		return path
 	}
 	start := write("llmux.yaml", "admin-key: adm\n"+exampleConfig(t, port, "secret"))
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- runServe(ctx, []string{"-f", start}) }()
-	defer func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		r, err := http.Get(base + "/ready")
-		if err == nil {
-			r.Body.Close()
-			if r.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the server did not come up: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	ctx, base := serveConfig(t, start, port)
 	listWith := func(key string) error {
 		cfg := goopenai.DefaultConfig(key)
 		cfg.BaseURL = base + "/assistant/v1"
