@@ -127,9 +127,10 @@ func (m *Model) NewContext(opts ContextOptions) (*Context, error) {
 	if o.KVType != "f16" && o.FlashAttention == "off" {
 		return nil, errors.New("new context: a quantized KV cache needs flash attention")
 	}
+	mark := errorMark()
 	c := newLlamaContext(m.c, p, o.LoRA)
 	if c == nil {
-		return nil, fmt.Errorf("new context: llama.cpp could not create a context of %d cells for %d sequences", o.Cells, o.Sequences)
+		return nil, loadFailure(fmt.Sprintf("new context of %d cells for %d sequences", o.Cells, o.Sequences), mark, errors.New("llama.cpp could not create it"))
 	}
 	o.Cells = int(C.llama_n_ctx(c))
 	return &Context{c: c, mem: C.llama_get_memory(c), model: m, opts: o, nVocab: m.nVocab}, nil

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/cgo"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -58,6 +59,36 @@ type Model struct {
 // ErrUnsupported is returned (wrapped) for a valid GGUF that llama.cpp
 // cannot run, such as an unknown architecture.
 var ErrUnsupported = errors.New("model not supported by llama.cpp")
+
+// ErrOutOfMemory is returned (wrapped) when llama.cpp could not allocate
+// what a model or a context needs: the machine, or the process's limit
+// (a replica's --replica-memory-limit), has too little memory left.
+var ErrOutOfMemory = errors.New("out of memory")
+
+// loadFailure is the error for a llama.cpp call that failed after mark:
+// what llama.cpp logged as the reason, wrapping ErrOutOfMemory when that
+// was an allocation, and fallback when it logged nothing.
+func loadFailure(what string, mark uint64, fallback error) error {
+	why := failureReason(mark)
+	switch {
+	case why == "":
+		return fmt.Errorf("%s: %w", what, fallback)
+	case isAllocationFailure(why):
+		return fmt.Errorf("%s: %w: llama.cpp: %s", what, ErrOutOfMemory, why)
+	default:
+		return fmt.Errorf("%s: llama.cpp: %s", what, why)
+	}
+}
+
+func isAllocationFailure(why string) bool {
+	why = strings.ToLower(why)
+	for _, s := range []string{"cannot allocate memory", "insufficient memory", "failed to allocate", "out of memory", "bad_alloc"} {
+		if strings.Contains(why, s) {
+			return true
+		}
+	}
+	return false
+}
 
 //export llmuxGoProgress
 func llmuxGoProgress(progress C.float, user unsafe.Pointer) C.bool {
@@ -106,9 +137,10 @@ func LoadModel(path string, opts ModelOptions) (*Model, error) {
 	}
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
+	mark := errorMark()
 	cm := C.llama_model_load_from_file(cpath, params)
 	if cm == nil {
-		return nil, fmt.Errorf("load model %s (%s): %w", path, info.Architecture, ErrUnsupported)
+		return nil, loadFailure(fmt.Sprintf("load model %s (%s)", path, info.Architecture), mark, ErrUnsupported)
 	}
 	m := &Model{c: cm, vocab: C.llama_model_get_vocab(cm), path: path}
 	m.nVocab = int(C.llama_vocab_n_tokens(m.vocab))

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/llmux/llmux/llm"
 )
 
@@ -31,6 +33,12 @@ type ProcessOptions struct {
 	// (default 2 minutes: it loads its pinned models first).
 	StartTimeout time.Duration
 	Logger       *slog.Logger
+	// MemoryLimit caps the process's address space in bytes (RLIMIT_AS,
+	// set as soon as it starts; 0: no cap). Past it allocations fail: a
+	// model or context that does not fit fails to load with an
+	// out-of-memory error, and an allocation that cannot fail ends the
+	// process, which costs only this replica.
+	MemoryLimit uint64
 }
 
 // process is one running replica process and its connection.
@@ -80,6 +88,16 @@ func start(ctx context.Context, o ProcessOptions) (*process, error) {
 			return
 		}
 		p.cmd = cmd
+		if o.MemoryLimit > 0 {
+			lim := unix.Rlimit{Cur: o.MemoryLimit, Max: o.MemoryLimit}
+			if err := unix.Prlimit(cmd.Process.Pid, unix.RLIMIT_AS, &lim, nil); err != nil {
+				_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+				_ = cmd.Wait()
+				started <- fmt.Errorf("memory limit: %w", err)
+				close(p.exited)
+				return
+			}
+		}
 		started <- nil
 		var wg sync.WaitGroup
 		wg.Add(1)

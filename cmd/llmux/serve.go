@@ -52,6 +52,7 @@ type serveFlags struct {
 	keepAlive       *time.Duration
 	replicas        *int
 	maxOngoing      *int
+	replicaMemory   *string
 	minReplicas     *int
 	maxReplicas     *int
 	initialReplicas *int
@@ -124,6 +125,7 @@ func newServeFlags() *serveFlags {
 	f.maxSwapWait = fs.Duration("max-swap-wait", multiplex.DefaultMaxSwapWait, "requests for a model that does not fit wait at most this long before a busy model is drained to make room")
 	f.keepAlive = fs.Duration("keep-alive", 0, "unload a model idle this long (0: never)")
 	f.replicas = fs.Int("replicas", 1, "replica processes serving the models (0: serve them in this process)")
+	f.replicaMemory = fs.String("replica-memory-limit", "", "cap on each replica process's address space (RLIMIT_AS; e.g. 16GiB; empty: none): past it a model that does not fit fails to load, and a replica that runs out exits and is restarted, costing only its own streams")
 	f.maxOngoing = fs.Int("max-ongoing-requests", 0, "requests in flight on one replica before the router sends the next elsewhere or queues it (0: no bound)")
 	f.maxReplicas = fs.Int("max-replicas", 0, "autoscaling: most replica processes (0: autoscaling off, --replicas processes run)")
 	f.minReplicas = fs.Int("min-replicas", 1, "autoscaling: fewest replica processes (0: scale to zero when idle; a request starts one)")
@@ -341,6 +343,9 @@ func runServe(ctx context.Context, args []string) error {
 		l := pool.Load()
 		return []deploymentStatus{{Name: "llm", Kind: "llm", Replicas: []replica.ReplicaStatus{{Name: "in-process", PID: os.Getpid(), State: "ready", Ongoing: l.Running + l.Waiting, Models: []string{}}}}}
 	}
+	if f.replicaCount() == 0 && *f.replicaMemory != "" {
+		return fmt.Errorf("--replica-memory-limit caps replica processes, and --replicas 0 runs none: drop one of them")
+	}
 	if n := f.replicaCount(); n > 0 {
 		placed, plan, err := placeReplicas(node, n, largest, *f.gpus, layers)
 		if err != nil {
@@ -506,6 +511,10 @@ func (f *serveFlags) replicaSet(args []string, logger *slog.Logger, placed []rep
 		threads = runtime.NumCPU()
 	}
 	threads = max(threads/f.replicaCount(), 1)
+	memLimit, err := parseBytes(*f.replicaMemory)
+	if err != nil {
+		return nil, "", fmt.Errorf("--replica-memory-limit: %w", err)
+	}
 	dir, err := os.MkdirTemp("", "llmux-replicas-")
 	if err != nil {
 		return nil, "", fmt.Errorf("replicas: %w", err)
@@ -515,7 +524,7 @@ func (f *serveFlags) replicaSet(args []string, logger *slog.Logger, placed []rep
 	// logs in JSON so that the serving process can relay its records.
 	command = append(command, "--threads", strconv.Itoa(threads), "--log-format", "json")
 	o := replica.SetOptions{Replicas: *f.replicas, MaxOngoing: *f.maxOngoing, Logger: logger,
-		Process: replica.ProcessOptions{Name: "replica", Command: command, Env: os.Environ(), SocketDir: dir},
+		Process: replica.ProcessOptions{Name: "replica", Command: command, Env: os.Environ(), SocketDir: dir, MemoryLimit: uint64(memLimit)},
 		// Each replica gets its GPUs: later flags and environment win. A
 		// replica index reaches past the placed ones only while replicas
 		// being stopped still hold theirs (autoscaling).

@@ -102,6 +102,7 @@ var valueChecks = []struct {
 	check    func(string) error
 }{
 	{"memory-budget", "write a size such as 512MiB or 12GiB", func(s string) error { _, err := parseBytes(s); return err }},
+	{"replica-memory-limit", "write a size such as 512MiB or 16GiB", func(s string) error { _, err := parseBytes(s); return err }},
 	{"swap-policy", "write swap-aware or lru", func(s string) error { _, err := multiplex.ParseSwapPolicy(s); return err }},
 	{"gpu-layers", "write auto, -1 or a number of layers", func(s string) error { _, err := parseGPULayers(s); return err }},
 	{"tensor-split", "write proportions such as 3,1", func(s string) error { _, err := parseTensorSplit(s); return err }},
