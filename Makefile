@@ -47,17 +47,19 @@ build: setup-build ## build bin/llmux
 serve: build ## set up, build and serve the embedded default model on :8080
 	./$(BIN) serve $(ARGS)
 
-test: setup build ## run every test (race detector on), then the Kubernetes deployment's (deploy/kubernetes)
+test: setup build ## run every test (race detector on), each fuzz target for FUZZ_SMOKE, then the Kubernetes deployment's tests (deploy/kubernetes)
 	go vet ./...
 	LLMUX_REQUIRE_NODE=1 LLMUX_BIN=$(CURDIR)/$(BIN) go test -race -p 1 -count=1 -timeout 60m ./...
+	$(MAKE) -s fuzz FUZZTIME=$(FUZZ_SMOKE)
 	cd deploy/kubernetes && CGO_ENABLED=0 go vet ./...
 	cd deploy/kubernetes && CGO_ENABLED=0 LLMUX_BIN=$(CURDIR)/$(BIN) go test -count=1 -timeout 20m ./...
 
 # Fuzz targets: package and name. `make test` runs their seed corpora
-# (testdata/fuzz and f.Add) as ordinary tests; `make fuzz` fuzzes each
-# for FUZZTIME.
+# (testdata/fuzz and f.Add) as ordinary tests, then fuzzes each for
+# FUZZ_SMOKE; `make fuzz` fuzzes each for FUZZTIME.
 FUZZ_TARGETS := ./openai:FuzzRequests ./openai:FuzzToolStream ./models:FuzzInspect ./engine:FuzzDetokenizer ./engine:FuzzChatTemplate ./server:FuzzSSEEncoder
 FUZZTIME ?= 1m
+FUZZ_SMOKE ?= 3s
 
 fuzz: setup-build ## run every fuzz target for FUZZTIME (default 1m)
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
