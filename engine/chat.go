@@ -2,12 +2,14 @@ package engine
 
 /*
 #include <stdlib.h>
-#include "llama.h"
+#include "llmux_engine.h"
 */
 import "C"
 
 import (
 	"errors"
+	"fmt"
+	"math"
 	"unsafe"
 )
 
@@ -47,9 +49,13 @@ func ApplyChatTemplate(tmpl string, msgs []ChatMessage, addAssistant bool) (stri
 			C.free(unsafe.Pointer(view[i].content))
 		}
 	}()
+	var cerr [256]C.char
 	for {
 		buf := make([]byte, size)
-		got := C.llama_chat_apply_template(ctmpl, cmsgs, C.size_t(n), C.bool(addAssistant), (*C.char)(unsafe.Pointer(&buf[0])), C.int32_t(len(buf)))
+		got := C.llmux_chat_apply_template(ctmpl, cmsgs, C.size_t(n), C.bool(addAssistant), (*C.char)(unsafe.Pointer(&buf[0])), C.int32_t(len(buf)), &cerr[0], C.int(len(cerr)))
+		if got == math.MinInt32 {
+			return "", fmt.Errorf("chat template: llama.cpp: %s", C.GoString(&cerr[0]))
+		}
 		if got < 0 {
 			return "", ErrNoTemplate
 		}

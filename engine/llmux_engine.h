@@ -46,6 +46,14 @@ int llmux_sample(struct llmux_sampler * s, struct llama_context * ctx, int32_t i
 // tokens that were forced). Returns 0, or 2 with a message in err.
 int llmux_accept(struct llmux_sampler * s, llama_token tok, char * err, int err_len);
 
+// The calls below wrap llama.cpp's of the same name, which take request
+// data and may throw (a vocabulary without byte-fallback tokens throws
+// std::out_of_range on text it cannot map): an exception becomes the
+// return value INT32_MIN with its message in err, instead of an abort.
+int32_t llmux_tokenize(const struct llama_vocab * vocab, const char * text, int32_t text_len, llama_token * tokens, int32_t n_tokens_max, bool add_special, bool parse_special, char * err, int err_len);
+int32_t llmux_token_to_piece(const struct llama_vocab * vocab, llama_token token, char * buf, int32_t length, char * err, int err_len);
+int32_t llmux_chat_apply_template(const char * tmpl, const struct llama_chat_message * chat, size_t n_msg, bool add_ass, char * buf, int32_t length, char * err, int err_len);
+
 #ifdef __cplusplus
 }
 #endif

@@ -18,6 +18,7 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"math"
 	"runtime/cgo"
 	"strings"
 	"sync"
@@ -148,17 +149,24 @@ func LoadModel(path string, opts ModelOptions) (*Model, error) {
 	m.eog = make([]bool, m.nVocab)
 	buf := make([]byte, 256)
 	for t := range m.nVocab {
-		m.pieces[t] = m.piece(int32(t), buf)
+		if m.pieces[t], err = m.piece(int32(t), buf); err != nil {
+			m.Close()
+			return nil, fmt.Errorf("load model %s: vocabulary: %w", path, err)
+		}
 		m.eog[t] = bool(C.llama_vocab_is_eog(m.vocab, C.llama_token(t)))
 	}
 	return m, nil
 }
 
-func (m *Model) piece(t int32, buf []byte) []byte {
+func (m *Model) piece(t int32, buf []byte) ([]byte, error) {
+	var cerr [256]C.char
 	for {
-		n := C.llama_token_to_piece(m.vocab, C.llama_token(t), (*C.char)(unsafe.Pointer(&buf[0])), C.int32_t(len(buf)), 0, false)
-		if n >= 0 {
-			return append([]byte(nil), buf[:n]...)
+		n := C.llmux_token_to_piece(m.vocab, C.llama_token(t), (*C.char)(unsafe.Pointer(&buf[0])), C.int32_t(len(buf)), &cerr[0], C.int(len(cerr)))
+		switch {
+		case n == math.MinInt32:
+			return nil, fmt.Errorf("token %d: llama.cpp: %s", t, C.GoString(&cerr[0]))
+		case n >= 0:
+			return append([]byte(nil), buf[:n]...), nil
 		}
 		buf = make([]byte, -n)
 	}
@@ -261,14 +269,17 @@ func (m *Model) Piece(t int32) []byte {
 func (m *Model) Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, error) {
 	ctext := C.CString(text)
 	defer C.free(unsafe.Pointer(ctext))
+	var cerr [256]C.char
 	n := len(text) + 2
 	for {
 		out := make([]int32, n)
-		got := C.llama_tokenize(m.vocab, ctext, C.int32_t(len(text)), (*C.llama_token)(unsafe.Pointer(&out[0])), C.int32_t(n), C.bool(addSpecial), C.bool(parseSpecial))
-		if got >= 0 {
+		got := C.llmux_tokenize(m.vocab, ctext, C.int32_t(len(text)), (*C.llama_token)(unsafe.Pointer(&out[0])), C.int32_t(n), C.bool(addSpecial), C.bool(parseSpecial), &cerr[0], C.int(len(cerr)))
+		switch {
+		case got == math.MinInt32:
+			return nil, fmt.Errorf("tokenize: this model's vocabulary cannot represent the text (llama.cpp: %s)", C.GoString(&cerr[0]))
+		case got >= 0:
 			return out[:got], nil
-		}
-		if int(-got) <= n {
+		case int(-got) <= n:
 			return nil, fmt.Errorf("tokenize: failed (%d)", got)
 		}
 		n = int(-got)

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llmux/llmux/models"
 	"github.com/llmux/llmux/models/modeltest"
 	"github.com/llmux/llmux/openai"
 	"github.com/llmux/llmux/scheduler"
@@ -550,5 +551,32 @@ func TestRouteAccess(t *testing.T) {
 	}
 	if accessAdmin != access(0) {
 		t.Fatal("the zero access class must be the most closed one")
+	}
+}
+
+// TestTextTheVocabularyCannotHoldIsA400 serves a model whose vocabulary
+// has no byte-fallback tokens, on which llama.cpp's tokenizer throws
+// std::out_of_range for text it cannot map (once an abort that ended the
+// server): every route that tokenizes answers 400, and the model serves
+// on.
+func TestTextTheVocabularyCannotHoldIsA400(t *testing.T) {
+	cfg := models.Presets["tiny"]
+	cfg.ByteTokens = false
+	s := startServer(t, modeltest.Synth(t, cfg), Options{}, scheduler.Options{})
+	name := s.model
+	for _, c := range []struct{ path, body string }{
+		{"/v1/completions", `{"model":"` + name + `","prompt":"naïve café","max_tokens":4}`},
+		{"/v1/chat/completions", `{"model":"` + name + `","messages":[{"role":"user","content":"naïve café ✓ 日本"}],"max_tokens":4}`},
+		{"/v1/chat/completions", `{"model":"` + name + `","stream":true,"messages":[{"role":"user","content":"ünïcödé"}],"max_tokens":4}`},
+		{"/v1/embeddings", `{"model":"` + name + `","input":"naïve"}`},
+		{"/tokenize", `{"model":"` + name + `","prompt":"café"}`},
+	} {
+		code, _, e := post(t, s.URL+c.path, "application/json", []byte(c.body), nil)
+		if code != http.StatusBadRequest || !strings.Contains(e.Message, "vocabulary cannot represent") {
+			t.Errorf("%s %s: %d %+v, want 400 naming the vocabulary", c.path, c.body, code, e)
+		}
+	}
+	if code, _, e := post(t, s.URL+"/v1/completions", "application/json", []byte(`{"model":"`+name+`","prompt":"the cat","max_tokens":4}`), nil); code != http.StatusOK {
+		t.Fatalf("a plain prompt after the refused ones: %d %+v", code, e)
 	}
 }
