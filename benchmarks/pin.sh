@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# pin.sh — what the pinned llama.cpp costs, like for like: the native
+# decode harness (benchmarks/native/decode_bench.c, no Go) built over the
+# pinned sources (the ollama module llmux links) and over a newer llama.cpp
+# tree, run alternately on the 86M bench model at batch 1, 4 and 16. Both
+# use OpenMP, as llama.cpp's cmake build does. Then the same harness's
+# single-sequence decode beside llmux's single-stream time per token
+# (streamed 64-token completions, concurrency 1), alternately: what llmux
+# adds on top of its llama.cpp. Recorded verbatim under
+# benchmarks/results/DATE-COMMIT/ (or RECORD_DIR).
+#
+#   LLAMA_CPP_DIR=/path/to/llama.cpp benchmarks/pin.sh [PART...]
+#     pin       pinned harness vs the harness over LLAMA_CPP_DIR
+#     overhead  llmux --replicas 0 and 1 vs the pinned harness, one stream
+#
+# LLAMA_CPP_DIR is a llama.cpp source tree already built with cmake
+# (GGML_NATIVE=ON, AMX off) into LLAMA_CPP_DIR/build; its commit is
+# recorded (LLAMA_CPP_COMMIT, else its COMMIT file or git). Environment:
+# PAIRS (3), THREADS (nproc), PROMPTS (32).
+set -euo pipefail
+source "$(dirname "$0")/record.sh"
+cd "$(dirname "$0")/.."
+PAIRS="${PAIRS:-3}"
+THREADS="${THREADS:-$(nproc)}"
+PROMPTS="${PROMPTS:-32}"
+PORT=18194
+parts=("$@")
+[ ${#parts[@]} -gt 0 ] || parts=(pin overhead)
+
+make -s build >/dev/null
+eval "$(make -s env)"
+record_init
+work="$(mktemp -d)"
+cleanup() { [ -f "$work/pid" ] && kill "$(cat "$work/pid")" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+./bin/llmux models synth --preset bench "$work/bench.gguf" >/dev/null 2>&1
+pinned="$(OPENMP=1 benchmarks/native/build.sh)"
+export work PORT THREADS pinned
+
+# summarize NAME_A NAME_B: for each batch size, each pair's A/B tok/s
+# ratio, their median and range, from the runs' record files.
+summarize() {
+  local a=$1 b=$2
+  for f in "$RECORD_DIR/$a"-[0-9]*.txt; do
+    g="$RECORD_DIR/$b-${f##*-}"
+    paste <(grep '^batch=' "$f") <(grep '^batch=' "$g")
+  done | awk -v a="$a" -v b="$b" '
+    { split($1, x, "="); batch = x[2]; split($2, ta, "="); split($4, tb, "=");
+      r[batch] = r[batch] " " ta[2] / tb[2] }
+    END {
+      for (batch in r) {
+        n = split(substr(r[batch], 2), v, " ");
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+        med = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2;
+        printf "batch=%s %s/%s pairs=%s median=%.3f range=%.3f-%.3f\n", batch, a, b, substr(r[batch], 2), med, v[1], v[n]
+      }
+    }' | sort -t= -k2 -n
+}
+
+for part in "${parts[@]}"; do
+  case "$part" in
+  pin)
+    : "${LLAMA_CPP_DIR:?set LLAMA_CPP_DIR to a llama.cpp tree built with cmake into build/}"
+    lib="$LLAMA_CPP_DIR/build/bin"
+    [ -e "$lib/libllama.so" ] || { echo "pin: no $lib/libllama.so: build the tree with cmake first" >&2; exit 2; }
+    commit="${LLAMA_CPP_COMMIT:-$(cat "$LLAMA_CPP_DIR/COMMIT" 2>/dev/null || git -C "$LLAMA_CPP_DIR" rev-parse HEAD 2>/dev/null || echo unknown)}"
+    record llama-cpp-commit echo "$commit"
+    record llama-cpp-cmake grep -E '^(CMAKE_BUILD_TYPE|GGML_NATIVE|GGML_OPENMP|GGML_AMX_[A-Z0-9]*|GGML_CPU_REPACK|GGML_LLAMAFILE):' "$LLAMA_CPP_DIR/build/CMakeCache.txt"
+    newer="$work/decode_bench_newer"
+    gcc -O2 -o "$newer" benchmarks/native/decode_bench.c -I"$LLAMA_CPP_DIR/include" -I"$LLAMA_CPP_DIR/ggml/include" \
+      -L"$lib" -lllama -lggml -lggml-base -Wl,-rpath,"$lib"
+    export newer
+    interleave "$PAIRS" \
+      native-pinned "\"\$pinned\" \"\$work/bench.gguf\" $THREADS 1 4 16" \
+      native-newer "\"\$newer\" \"\$work/bench.gguf\" $THREADS 1 4 16"
+    record pairs-pinned-vs-newer summarize native-pinned native-newer ;;
+  overhead)
+    cat >"$work/serve" <<'EOF'
+#!/usr/bin/env bash
+set -euo pipefail
+[ -f "$work/pid" ] && { kill "$(cat "$work/pid")" 2>/dev/null || true; sleep 1; }
+cmd=(./bin/llmux serve --model "$work/bench.gguf" --model-name bench --parallel 16 --ctx-size 16384 --threads "$THREADS" --replicas "$1" --port "$PORT" --log-level warn)
+printf '== %s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(printf '%q ' "${cmd[@]}")" >>"$RECORD_DIR/serve.log"
+setsid "${cmd[@]}" >>"$RECORD_DIR/serve.log" 2>&1 &
+echo $! >"$work/pid"
+for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$PORT/v1/models" | grep -q '"loaded"' && exit 0; sleep 0.2; done
+echo "pin: server did not come up" >&2; exit 1
+EOF
+    chmod +x "$work/serve"
+    bench="./bin/llmux bench --base-url http://127.0.0.1:$PORT --model bench --seed 1 --dataset-name random --random-input-len 32 --random-output-len 64 --ignore-eos --num-prompts $PROMPTS --max-concurrency 1 --warmup 2"
+    for pair in $(seq 1 "$PAIRS"); do
+      record "overhead-native-$pair" "$pinned" "$work/bench.gguf" "$THREADS" 1
+      "$work/serve" 0
+      record "overhead-replicas0-$pair" $bench --label replicas-0 --output "$RECORD_DIR/overhead-replicas0-$pair.json"
+      "$work/serve" 1
+      record "overhead-replicas1-$pair" $bench --label replicas-1 --output "$RECORD_DIR/overhead-replicas1-$pair.json"
+    done
+    kill "$(cat "$work/pid")" 2>/dev/null || true
+    rm -f "$work/pid" ;;
+  *) echo "pin: unknown part $part" >&2; exit 2 ;;
+  esac
+done
