@@ -4,14 +4,17 @@
 # pinned sources (the ollama module llmux links) and over a newer llama.cpp
 # tree, run alternately on the 86M bench model at batch 1, 4 and 16. Both
 # use OpenMP, as llama.cpp's cmake build does. Then the same harness's
-# single-sequence decode beside llmux's single-stream time per token
-# (streamed 64-token completions, concurrency 1), alternately: what llmux
-# adds on top of its llama.cpp. Recorded verbatim under
+# single-sequence decode (built with OpenMP, and with ggml's own thread
+# pool as llmux's cgo build is) beside llmux's single-stream time per
+# token (streamed 64-token completions, concurrency 1, --replicas 0 and
+# 1), in turn: what llmux adds on top of its llama.cpp. The harness
+# decodes after a 128-token prompt, llmux after 32 tokens. Recorded verbatim under
 # benchmarks/results/DATE-COMMIT/ (or RECORD_DIR).
 #
 #   LLAMA_CPP_DIR=/path/to/llama.cpp benchmarks/pin.sh [PART...]
 #     pin       pinned harness vs the harness over LLAMA_CPP_DIR
 #     overhead  llmux --replicas 0 and 1 vs the pinned harness, one stream
+#               (and --replicas 1 ÷ --replicas 0 from the same runs)
 #
 # LLAMA_CPP_DIR is a llama.cpp source tree already built with cmake
 # (GGML_NATIVE=ON, AMX off) into LLAMA_CPP_DIR/build; its commit is
@@ -35,7 +38,8 @@ cleanup() { [ -f "$work/pid" ] && kill "$(cat "$work/pid")" 2>/dev/null; wait 2>
 trap cleanup EXIT
 ./bin/llmux models synth --preset bench "$work/bench.gguf" >/dev/null 2>&1
 pinned="$(OPENMP=1 benchmarks/native/build.sh)"
-export work PORT THREADS pinned
+pool="$(OPENMP=0 benchmarks/native/build.sh)"
+export work PORT THREADS pinned pool
 
 # summarize NAME_A NAME_B: for each batch size, each pair's A/B tok/s
 # ratio, their median and range, from the runs' record files.
@@ -55,6 +59,31 @@ summarize() {
         printf "batch=%s %s/%s pairs=%s median=%.3f range=%.3f-%.3f\n", batch, a, b, substr(r[batch], 2), med, v[1], v[n]
       }
     }' | sort -t= -k2 -n
+}
+
+# overhead_ratios: for each pair, llmux's median time per output token
+# (--replicas 0 and 1) ÷ the harness's time per token (1000 / tok/s), for
+# both harness builds; then each column's median and range.
+overhead_ratios() {
+  local i n
+  n=$(ls "$RECORD_DIR"/overhead-replicas0-*.json | wc -l)
+  for i in $(seq 1 "$n"); do
+    omp=$(sed -n 's/^batch=1 tok\/s=//p' "$RECORD_DIR/overhead-native-openmp-$i.txt")
+    tp=$(sed -n 's/^batch=1 tok\/s=//p' "$RECORD_DIR/overhead-native-pool-$i.txt")
+    r0=$(jq '.points[0].summary.tpot.median_ms' "$RECORD_DIR/overhead-replicas0-$i.json")
+    r1=$(jq '.points[0].summary.tpot.median_ms' "$RECORD_DIR/overhead-replicas1-$i.json")
+    echo "$i $omp $tp $r0 $r1"
+  done | awk '
+    function stats(name, col,   v, n, i, j, t, med) {
+      n = split(col, v, " ");
+      for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+      med = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2;
+      printf "%s median=%.3f range=%.3f-%.3f\n", name, med, v[1], v[n]
+    }
+    { omp = 1000 / $2; tp = 1000 / $3;
+      printf "pair=%s native-openmp=%.3fms native-pool=%.3fms replicas0=%.3fms replicas1=%.3fms r0/openmp=%.3f r0/pool=%.3f r1/pool=%.3f\n", $1, omp, tp, $4, $5, $4 / omp, $4 / tp, $5 / tp;
+      a = a " " $4 / omp; b = b " " $4 / tp; c = c " " $5 / tp }
+    END { stats("replicas0/native-openmp", substr(a, 2)); stats("replicas0/native-pool", substr(b, 2)); stats("replicas1/native-pool", substr(c, 2)) }'
 }
 
 for part in "${parts[@]}"; do
@@ -89,14 +118,17 @@ EOF
     chmod +x "$work/serve"
     bench="./bin/llmux bench --base-url http://127.0.0.1:$PORT --model bench --seed 1 --dataset-name random --random-input-len 32 --random-output-len 64 --ignore-eos --num-prompts $PROMPTS --max-concurrency 1 --warmup 2"
     for pair in $(seq 1 "$PAIRS"); do
-      record "overhead-native-$pair" "$pinned" "$work/bench.gguf" "$THREADS" 1
+      record "overhead-native-openmp-$pair" "$pinned" "$work/bench.gguf" "$THREADS" 1
+      record "overhead-native-pool-$pair" "$pool" "$work/bench.gguf" "$THREADS" 1
       "$work/serve" 0
       record "overhead-replicas0-$pair" $bench --label replicas-0 --output "$RECORD_DIR/overhead-replicas0-$pair.json"
       "$work/serve" 1
       record "overhead-replicas1-$pair" $bench --label replicas-1 --output "$RECORD_DIR/overhead-replicas1-$pair.json"
     done
     kill "$(cat "$work/pid")" 2>/dev/null || true
-    rm -f "$work/pid" ;;
+    rm -f "$work/pid"
+    record pairs-overhead overhead_ratios
+    record pairs-overhead-replicas-output_throughput ./bin/llmux bench pairs --metric output_throughput --a "$RECORD_DIR/overhead-replicas1-[0-9]*.json" --b "$RECORD_DIR/overhead-replicas0-[0-9]*.json" ;;
   *) echo "pin: unknown part $part" >&2; exit 2 ;;
   esac
 done
