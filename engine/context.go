@@ -3,6 +3,7 @@ package engine
 /*
 #include <stdlib.h>
 #include "llama.h"
+#include "llmux_engine.h"
 */
 import "C"
 
@@ -50,6 +51,7 @@ type ContextOptions struct {
 // (a scheduler) owns it.
 type Context struct {
 	c       *C.struct_llama_context
+	pool    *C.struct_ggml_threadpool // the context's CPU threads (nil: ggml's per-graph ones)
 	mem     C.llama_memory_t
 	model   *Model
 	opts    ContextOptions
@@ -133,7 +135,8 @@ func (m *Model) NewContext(opts ContextOptions) (*Context, error) {
 		return nil, loadFailure(fmt.Sprintf("new context of %d cells for %d sequences", o.Cells, o.Sequences), mark, errors.New("llama.cpp could not create it"))
 	}
 	o.Cells = int(C.llama_n_ctx(c))
-	return &Context{c: c, mem: C.llama_get_memory(c), model: m, opts: o, nVocab: m.nVocab}, nil
+	pool := C.llmux_threadpool_attach(c, C.int(o.Threads))
+	return &Context{c: c, pool: pool, mem: C.llama_get_memory(c), model: m, opts: o, nVocab: m.nVocab}, nil
 }
 
 // graphReuseMu serializes context creation while LLAMA_GRAPH_REUSE_DISABLE,
@@ -163,6 +166,10 @@ func (c *Context) Close() {
 	if c.c != nil {
 		C.llama_free(c.c)
 		c.c = nil
+	}
+	if c.pool != nil {
+		C.llmux_threadpool_free(c.pool)
+		c.pool = nil
 	}
 }
 

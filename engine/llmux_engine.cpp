@@ -1,4 +1,5 @@
 #include "llmux_engine.h"
+#include "ggml-cpu.h"
 
 #include <cmath>
 #include <cstdio>
@@ -153,5 +154,27 @@ extern "C" int32_t llmux_chat_apply_template(const char * tmpl, const struct lla
     } catch (const std::exception & e) {
         set_err(err, err_len, e.what());
         return INT32_MIN;
+    }
+}
+
+extern "C" struct ggml_threadpool * llmux_threadpool_attach(struct llama_context * ctx, int n_threads) {
+    struct ggml_threadpool_params p = ggml_threadpool_params_default(n_threads);
+    // Idle workers spin briefly before they sleep: long enough to catch
+    // the next decode step of a busy stream, short enough to leave the
+    // cores to the serving goroutines (and to the serving process, across
+    // a replica's socket) between steps. ggml's default (50) spins about
+    // 50 times longer, which slowed a replica's single stream here; 0
+    // (sleep at once) pays a wake-up on every step.
+    p.poll = 1;
+    struct ggml_threadpool * tp = ggml_threadpool_new(&p);
+    if (tp) {
+        llama_attach_threadpool(ctx, tp, tp);
+    }
+    return tp;
+}
+
+extern "C" void llmux_threadpool_free(struct ggml_threadpool * tp) {
+    if (tp) {
+        ggml_threadpool_free(tp);
     }
 }

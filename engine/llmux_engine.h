@@ -46,6 +46,15 @@ int llmux_sample(struct llmux_sampler * s, struct llama_context * ctx, int32_t i
 // tokens that were forced). Returns 0, or 2 with a message in err.
 int llmux_accept(struct llmux_sampler * s, llama_token tok, char * err, int err_len);
 
+// llmux_threadpool_attach gives a context its own ggml CPU thread pool of
+// n_threads, kept for the context's life: without one, ggml starts and
+// joins its worker threads on every graph it computes (every decode step).
+// It returns the pool (NULL when none could be made: the context then
+// keeps ggml's per-graph threads); free it with llmux_threadpool_free after
+// llama_free.
+struct ggml_threadpool * llmux_threadpool_attach(struct llama_context * ctx, int n_threads);
+void llmux_threadpool_free(struct ggml_threadpool * tp);
+
 // The calls below wrap llama.cpp's of the same name, which take request
 // data and may throw (a vocabulary without byte-fallback tokens throws
 // std::out_of_range on text it cannot map): an exception becomes the
