@@ -97,7 +97,7 @@ for part in "${parts[@]}"; do
     record llama-cpp-cmake grep -E '^(CMAKE_BUILD_TYPE|GGML_NATIVE|GGML_OPENMP|GGML_AMX_[A-Z0-9]*|GGML_CPU_REPACK|GGML_LLAMAFILE):' "$LLAMA_CPP_DIR/build/CMakeCache.txt"
     newer="$work/decode_bench_newer"
     gcc -O2 -o "$newer" benchmarks/native/decode_bench.c -I"$LLAMA_CPP_DIR/include" -I"$LLAMA_CPP_DIR/ggml/include" \
-      -L"$lib" -lllama -lggml -lggml-base -Wl,-rpath,"$lib"
+      -L"$lib" -lllama -lggml -lggml-cpu -lggml-base -Wl,-rpath,"$lib"
     export newer
     interleave "$PAIRS" \
       native-pinned "\"\$pinned\" \"\$work/bench.gguf\" $THREADS 1 4 16" \

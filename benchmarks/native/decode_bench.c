@@ -3,7 +3,10 @@
 // llama-batched-bench and engine.BenchmarkDecode do: B sequences, each with
 // a 128-token prompt (prefilled, not timed), then 128 decode steps of B
 // tokens each (timed). One KV stream per sequence, flash attention auto,
-// 2048-token batches.
+// 2048-token batches. Each context gets a ggml CPU thread pool of THREADS
+// for its life, with the same polling as llmux's engine, so a build with
+// ggml's own threads (OPENMP=0) does not start and join a worker thread on
+// every decode step (an OpenMP build keeps its team either way).
 //
 //	decode_bench MODEL THREADS BATCH...
 //
@@ -12,6 +15,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "ggml-cpu.h"
 #include "llama.h"
 
 enum { PROMPT = 128, GEN = 128 };
@@ -52,6 +56,14 @@ static double run(struct llama_model *model, int threads, int batch) {
 		fprintf(stderr, "context for batch %d failed\n", batch);
 		exit(1);
 	}
+	struct ggml_threadpool_params tpp = ggml_threadpool_params_default(threads);
+	tpp.poll = 1;
+	struct ggml_threadpool *tp = ggml_threadpool_new(&tpp);
+	if (!tp) {
+		fprintf(stderr, "thread pool for batch %d failed\n", batch);
+		exit(1);
+	}
+	llama_attach_threadpool(ctx, tp, tp);
 	struct llama_batch b = llama_batch_init(2048, 0, 1);
 	for (int s = 0; s < batch; s++) {
 		for (int i = 0; i < PROMPT; i++) {
@@ -72,6 +84,7 @@ static double run(struct llama_model *model, int threads, int batch) {
 	double tps = (double)batch * GEN / (now() - t0);
 	llama_batch_free(b);
 	llama_free(ctx);
+	ggml_threadpool_free(tp);
 	return tps;
 }
 
