@@ -30,7 +30,7 @@ func (s *instantStream) Recv(context.Context) (llm.Event, bool) {
 func (s *instantStream) Close() {}
 
 // BenchmarkEventOverTheSocket measures one event's trip from a replica to
-// the serving process and its acknowledgement back (1,000 events a call).
+// the serving process (1,000 events a call).
 func BenchmarkEventOverTheSocket(b *testing.B) {
 	c := overSocket(b, instant{})
 	ctx := context.Background()

@@ -128,24 +128,16 @@ type stream struct {
 	cs      grpc.ClientStream
 	cancel  context.CancelFunc
 	header  llm.Header
-	needAck bool // the last event was handed out; ack it before the next
 	done    bool
 }
 
 func (s *stream) Header() llm.Header { return s.header }
 
-// Recv acknowledges the previous event (the caller is back for more),
-// then returns the next one. A replica that fails mid-stream ends the
+// Recv returns the next event. A replica that fails mid-stream ends the
 // stream with a final event carrying the error.
 func (s *stream) Recv(ctx context.Context) (llm.Event, bool) {
 	if s.done {
 		return llm.Event{}, false
-	}
-	if s.needAck {
-		s.needAck = false
-		if err := s.cs.SendMsg(&genUp{Ack: true}); err != nil {
-			return s.fail(ctx, err)
-		}
 	}
 	stop := context.AfterFunc(ctx, s.cancel)
 	defer stop()
@@ -159,8 +151,6 @@ func (s *stream) Recv(ctx context.Context) (llm.Event, bool) {
 	if d.Event.Final {
 		s.done = true
 		s.cancel()
-	} else {
-		s.needAck = true
 	}
 	return *d.Event, true
 }

@@ -26,14 +26,11 @@ func (codec) Name() string                       { return "llmux-json" }
 const serviceName = "llmux.replica.v1.Replica"
 
 // Generate's messages. The client opens the stream with the request and
-// then sends an acknowledgement each time it comes back for the next
-// event; the replica reads its local stream again only after that ack,
-// so its scheduler's step handoff waits for the serving process's
-// consumer, as it would in one process.
+// sends nothing more; the replica answers with the header (or an error),
+// then one message per event.
 type (
 	genUp struct {
 		Request *llm.Request `json:"request,omitempty"`
-		Ack     bool         `json:"ack,omitempty"`
 	}
 	genDown struct {
 		Header *llm.Header `json:"header,omitempty"`

@@ -46,8 +46,10 @@ func Serve(ctx context.Context, ln net.Listener, backend llm.Backend, parentGone
 }
 
 // generate serves one Generate stream: the request, then the header (or
-// the error), then each event, waiting for the client's acknowledgement
-// before reading the next one.
+// the error), then each event as soon as the replica's stream has it.
+// Taking the event here is what ends the replica scheduler's step handoff,
+// so the event is on its way over the socket while the next step runs,
+// and the serving process writes it to its client meanwhile.
 func (s *service) generate(st grpc.ServerStream) error {
 	ctx, cancel := context.WithCancel(st.Context())
 	defer cancel()
@@ -74,20 +76,12 @@ func (s *service) generate(st grpc.ServerStream) error {
 	if err := st.SendMsg(&genDown{Header: &h}); err != nil {
 		return err
 	}
-	// Acknowledgements arrive on their own goroutine; a failed receive
-	// means the client has gone, which cancels the request.
-	acks := make(chan struct{}, 1)
+	// The client sends nothing after the request; a receive that ends
+	// means it has gone, which cancels the request.
 	go func() {
 		defer cancel()
-		for {
-			var a genUp
-			if err := st.RecvMsg(&a); err != nil {
-				return
-			}
-			select {
-			case acks <- struct{}{}:
-			default:
-			}
+		var m genUp
+		for st.RecvMsg(&m) == nil {
 		}
 	}()
 	for {
@@ -106,11 +100,6 @@ func (s *service) generate(st grpc.ServerStream) error {
 				log.Warn("replica: request failed", "code", ev.Error.Code, "error", ev.Error.Message)
 			}
 			return nil
-		}
-		select {
-		case <-acks:
-		case <-ctx.Done():
-			return ctx.Err()
 		}
 	}
 }
