@@ -32,24 +32,13 @@ cleanup() { [ -f "$work/pid" ] && kill "$(cat "$work/pid")" 2>/dev/null; wait 2>
 trap cleanup EXIT
 
 # serve BIN REPLICAS: a fresh server from BIN.
-cat >"$work/serve" <<'EOS'
-#!/usr/bin/env bash
-set -euo pipefail
-[ -f "$work/pid" ] && { kill "$(cat "$work/pid")" 2>/dev/null || true; sleep 1; }
-cmd=("$1" serve --model "$work/bench.gguf" --model-name bench --parallel 16 --ctx-size 16384 --threads "$THREADS" --replicas "$2" --port "$PORT" --log-level warn)
-printf '== %s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(printf '%q ' "${cmd[@]}")" >>"$RECORD_DIR/serve.log"
-setsid "${cmd[@]}" >>"$RECORD_DIR/serve.log" 2>&1 &
-echo $! >"$work/pid"
-for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$PORT/v1/models" | grep -q '"loaded"' && exit 0; sleep 0.2; done
-echo "builds: server did not come up" >&2; exit 1
-EOS
-chmod +x "$work/serve"
+serve() { echo "benchmarks/serve-llmux.sh $1 --model $work/bench.gguf --model-name bench --parallel 16 --ctx-size 16384 --threads $THREADS --replicas $2"; }
 bench="./bin/llmux bench --base-url http://127.0.0.1:$PORT --model bench --seed 1 --dataset-name random --random-input-len 32 --random-output-len 64 --ignore-eos --num-prompts $PROMPTS --max-concurrency 1,16 --warmup 2"
 export A B
 for r in $REPLICAS; do
   interleave "$PAIRS" \
-    "a-replicas$r" "\"\$work/serve\" \"\$A\" $r && $bench --label a-replicas$r --output \"\$RECORD_DIR/a-replicas$r-\$PAIR.json\"" \
-    "b-replicas$r" "\"\$work/serve\" \"\$B\" $r && $bench --label b-replicas$r --output \"\$RECORD_DIR/b-replicas$r-\$PAIR.json\""
+    "a-replicas$r" "$(serve "$A" "$r") && $bench --label a-replicas$r --output \"\$RECORD_DIR/a-replicas$r-\$PAIR.json\"" \
+    "b-replicas$r" "$(serve "$B" "$r") && $bench --label b-replicas$r --output \"\$RECORD_DIR/b-replicas$r-\$PAIR.json\""
   for m in output_throughput tpot.median_ms; do
     record "pairs-replicas$r-$m" ./bin/llmux bench pairs --metric "$m" --a "$RECORD_DIR/a-replicas$r-[0-9]*.json" --b "$RECORD_DIR/b-replicas$r-[0-9]*.json"
   done

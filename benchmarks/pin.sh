@@ -104,25 +104,14 @@ for part in "${parts[@]}"; do
       native-newer "\"\$newer\" \"\$work/bench.gguf\" $THREADS 1 4 16"
     record pairs-pinned-vs-newer summarize native-pinned native-newer ;;
   overhead)
-    cat >"$work/serve" <<'EOF'
-#!/usr/bin/env bash
-set -euo pipefail
-[ -f "$work/pid" ] && { kill "$(cat "$work/pid")" 2>/dev/null || true; sleep 1; }
-cmd=(./bin/llmux serve --model "$work/bench.gguf" --model-name bench --parallel 16 --ctx-size 16384 --threads "$THREADS" --replicas "$1" --port "$PORT" --log-level warn)
-printf '== %s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(printf '%q ' "${cmd[@]}")" >>"$RECORD_DIR/serve.log"
-setsid "${cmd[@]}" >>"$RECORD_DIR/serve.log" 2>&1 &
-echo $! >"$work/pid"
-for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$PORT/v1/models" | grep -q '"loaded"' && exit 0; sleep 0.2; done
-echo "pin: server did not come up" >&2; exit 1
-EOF
-    chmod +x "$work/serve"
+    serve="benchmarks/serve-llmux.sh ./bin/llmux --model $work/bench.gguf --model-name bench --parallel 16 --ctx-size 16384 --threads $THREADS --replicas"
     bench="./bin/llmux bench --base-url http://127.0.0.1:$PORT --model bench --seed 1 --dataset-name random --random-input-len 32 --random-output-len 64 --ignore-eos --num-prompts $PROMPTS --max-concurrency 1 --warmup 2"
     for pair in $(seq 1 "$PAIRS"); do
       record "overhead-native-openmp-$pair" "$pinned" "$work/bench.gguf" "$THREADS" 1
       record "overhead-native-pool-$pair" "$pool" "$work/bench.gguf" "$THREADS" 1
-      "$work/serve" 0
+      $serve 0
       record "overhead-replicas0-$pair" $bench --label replicas-0 --output "$RECORD_DIR/overhead-replicas0-$pair.json"
-      "$work/serve" 1
+      $serve 1
       record "overhead-replicas1-$pair" $bench --label replicas-1 --output "$RECORD_DIR/overhead-replicas1-$pair.json"
     done
     kill "$(cat "$work/pid")" 2>/dev/null || true

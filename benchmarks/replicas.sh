@@ -28,18 +28,7 @@ cleanup() { [ -f "$work/pid" ] && kill "$(cat "$work/pid")" 2>/dev/null; wait 2>
 trap cleanup EXIT
 
 # serve N: a fresh server with --replicas N.
-cat >"$work/serve" <<'EOF'
-#!/usr/bin/env bash
-set -euo pipefail
-[ -f "$work/pid" ] && { kill "$(cat "$work/pid")" 2>/dev/null || true; sleep 1; }
-cmd=(./bin/llmux serve --model "$work/bench.gguf" --model-name bench --parallel 16 --ctx-size 16384 --threads "$THREADS" --replicas "$@" --port "$PORT" --log-level warn)
-printf '== %s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(printf '%q ' "${cmd[@]}")" >>"$RECORD_DIR/serve.log"
-setsid "${cmd[@]}" >>"$RECORD_DIR/serve.log" 2>&1 &
-echo $! >"$work/pid"
-for _ in $(seq 1 600); do curl -sf "http://127.0.0.1:$PORT/v1/models" | grep -q '"loaded"' && exit 0; sleep 0.2; done
-echo "replicas: server did not come up" >&2; exit 1
-EOF
-chmod +x "$work/serve"
+serve="benchmarks/serve-llmux.sh ./bin/llmux --model $work/bench.gguf --model-name bench --parallel 16 --ctx-size 16384 --threads $THREADS --replicas"
 bench="./bin/llmux bench --base-url http://127.0.0.1:$PORT --model bench --seed 1 --dataset-name random --random-input-len 32 --random-output-len 64 --ignore-eos --num-prompts $PROMPTS --max-concurrency 1,16 --warmup 2"
 parts=("$@")
 [ ${#parts[@]} -gt 0 ] || parts=(replicas hop)
@@ -47,8 +36,8 @@ for part in "${parts[@]}"; do
   case "$part" in
   replicas)
     interleave "$PAIRS" \
-      replicas1 "\"\$work/serve\" 1 && $bench --label replicas-1 --output \"\$RECORD_DIR/replicas1-\$PAIR.json\"" \
-      replicas0 "\"\$work/serve\" 0 && $bench --label replicas-0 --output \"\$RECORD_DIR/replicas0-\$PAIR.json\""
+      replicas1 "$serve 1 && $bench --label replicas-1 --output \"\$RECORD_DIR/replicas1-\$PAIR.json\"" \
+      replicas0 "$serve 0 && $bench --label replicas-0 --output \"\$RECORD_DIR/replicas0-\$PAIR.json\""
     for m in output_throughput tpot.median_ms ttft.median_ms; do
       record "pairs-replicas-$m" ./bin/llmux bench pairs --metric "$m" --a "$RECORD_DIR/replicas1-[0-9].json" --b "$RECORD_DIR/replicas0-[0-9].json"
     done ;;

@@ -34,40 +34,37 @@ func llmuxBinary(t *testing.T) string {
 	return out
 }
 
-// vmSize is a process's address space in bytes, from /proc.
-func vmSize(t *testing.T, pid int) uint64 {
+// procField is what follows prefix on the line of /proc/PID/FILE that
+// starts with it.
+func procField(t *testing.T, pid int, file, prefix string) string {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, file))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmSize:"); ok {
-			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kb << 10
+		if rest, ok := strings.CutPrefix(line, prefix); ok {
+			return strings.TrimSpace(rest)
 		}
 	}
-	t.Fatalf("no VmSize for pid %d", pid)
-	return 0
+	t.Fatalf("no %q in /proc/%d/%s", prefix, pid, file)
+	return ""
 }
 
-// addressSpaceLimit is the soft RLIMIT_AS of a process, from /proc.
-func addressSpaceLimit(t *testing.T, pid int) string {
+// vmSize is a process's address space in bytes.
+func vmSize(t *testing.T, pid int) uint64 {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+	kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(procField(t, pid, "status", "VmSize:"), "kB")), 10, 64)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "Max address space"); ok {
-			return strings.Fields(rest)[0]
-		}
-	}
-	t.Fatalf("no address space limit for pid %d", pid)
-	return ""
+	return kb << 10
+}
+
+// addressSpaceLimit is the soft RLIMIT_AS of a process.
+func addressSpaceLimit(t *testing.T, pid int) string {
+	t.Helper()
+	return strings.Fields(procField(t, pid, "limits", "Max address space"))[0]
 }
 
 // TestAReplicaMemoryLimitFailsOnlyTheModelThatDoesNotFit runs two real
