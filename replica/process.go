@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -48,6 +49,21 @@ type process struct {
 	client *Client
 	exited chan struct{} // closed when the process has exited
 	err    error         // its exit status, once exited
+	// failedAt is when a call or stream first failed on this process
+	// (Unix nanoseconds; 0: none has): a call that began after it cannot
+	// have crashed the process.
+	failedAt atomic.Int64
+}
+
+// noteFailure records that a call or stream failed on the process now,
+// unless one already had.
+func (p *process) noteFailure() { p.failedAt.CompareAndSwap(0, time.Now().UnixNano()) }
+
+// beganBeforeFailure reports whether a call that began at t was already
+// under way when the process first failed.
+func (p *process) beganBeforeFailure(t time.Time) bool {
+	f := p.failedAt.Load()
+	return f == 0 || t.UnixNano() < f
 }
 
 // start starts the replica process and waits until it answers on its

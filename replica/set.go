@@ -545,6 +545,7 @@ func with[T any](ctx context.Context, s *Set, model string, prefix uint64, f fun
 			waiting = false
 			s.waiting.Add(-1)
 		}
+		began := time.Now()
 		v, e := f(p.client)
 		if e == nil {
 			return v, m, p, started, nil
@@ -552,10 +553,13 @@ func with[T any](ctx context.Context, s *Set, model string, prefix uint64, f fun
 		m.done()
 		switch e.Code {
 		case llm.CodeUnavailable:
-			if crashedOnIt(p) {
+			p.noteFailure()
+			if p.beganBeforeFailure(began) && crashedOnIt(p) {
 				// The replica crashed while it took this request: the
 				// request may be what crashed it, so it is not sent to
-				// another replica to crash that one too.
+				// another replica to crash that one too. A call that
+				// began after something else had already failed on the
+				// replica (a retry sent there as it died) is not blamed.
 				return v, nil, nil, started, llm.Errorf(llm.CodeInternal, "", "the replica serving this request crashed (%v); the request was not retried", p.err)
 			}
 			tried[m] = true
@@ -724,6 +728,9 @@ func (st *setStream) Recv(ctx context.Context) (llm.Event, bool) {
 	for {
 		ev, ok := st.cur.Recv(ctx)
 		failed := ev.Final && ev.Error != nil && ev.Error.Code == llm.CodeUnavailable
+		if failed && st.p != nil {
+			st.p.noteFailure()
+		}
 		if failed && !st.started && st.retries < 3 && ctx.Err() == nil {
 			own := crashedOnIt(st.p)
 			if !own || !st.crashRetried {
