@@ -9,7 +9,8 @@
 #
 # Recorded verbatim under benchmarks/results/DATE-COMMIT/ (or RECORD_DIR),
 # with each binary's `llmux version`. Environment: A, B (the binaries),
-# REPLICAS ("0 1"), PAIRS (3), PROMPTS (32), THREADS (nproc).
+# REPLICAS ("0 1"), PAIRS (3), PROMPTS (32), THREADS (nproc), SERVE_ARGS
+# (more `llmux serve` flags for both, e.g. "--kv-layout per-slot").
 set -euo pipefail
 source "$(dirname "$0")/record.sh"
 cd "$(dirname "$0")/.."
@@ -32,7 +33,7 @@ cleanup() { [ -f "$work/pid" ] && kill "$(cat "$work/pid")" 2>/dev/null; wait 2>
 trap cleanup EXIT
 
 # serve BIN REPLICAS: a fresh server from BIN.
-serve() { echo "benchmarks/serve-llmux.sh $1 --model $work/bench.gguf --model-name bench --parallel 16 --ctx-size 16384 --threads $THREADS --replicas $2"; }
+serve() { echo "benchmarks/serve-llmux.sh $1 --model $work/bench.gguf --model-name bench --parallel 16 --ctx-size 16384 --threads $THREADS --replicas $2 ${SERVE_ARGS:-}"; }
 bench="./bin/llmux bench --base-url http://127.0.0.1:$PORT --model bench --seed 1 --dataset-name random --random-input-len 32 --random-output-len 64 --ignore-eos --num-prompts $PROMPTS --max-concurrency 1,16 --warmup 2"
 export A B
 for r in $REPLICAS; do

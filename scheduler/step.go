@@ -159,6 +159,13 @@ func (s *Scheduler) step() {
 	if !s.cache.EvictFor(total) {
 		s.opts.Logger.Debug("scheduler: KV cache short of cells; decode may preempt", "need", total, "free", s.cache.Free())
 	}
+	if s.opts.KVLayout == KVPerSlot {
+		// llama.cpp splits a batch over per-sequence KV streams into
+		// micro-batches of consecutive, increasing sequence ids taken in
+		// batch order; rows in slot order keep a step's sequences in as
+		// few micro-batches (passes over the weights) as their slots allow.
+		slices.SortFunc(items, func(a, b work) int { return cmp.Compare(a.q.lease.Slot, b.q.lease.Slot) })
+	}
 	s.batch.Clear()
 	for i := range items {
 		w := &items[i]
