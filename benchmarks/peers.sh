@@ -24,7 +24,8 @@
 # unless SKIP_OLLAMA=1 (built from its pinned Go module here).
 # Environment: PAIRS (3), PARALLEL (16), CTX (16384), THREADS (nproc),
 # PROMPTS (64), CONCURRENCY (1,4,16), OUTPUT_LEN (64), WORKLOADS
-# (stream prefill prefix).
+# (stream prefill prefix), LLMUX_ARGS (more `llmux serve` flags, e.g.
+# "--kv-layout per-slot").
 set -euo pipefail
 source "$(dirname "$0")/record.sh"
 cd "$(dirname "$0")/.."
@@ -74,7 +75,7 @@ if [ "${SKIP_OLLAMA:-0}" != 1 ]; then
   export OLLAMA_BIN="$deps/bin/ollama" OLLAMA_STORE="$work/ollama"
   peers+=(ollama)
 fi
-export MODEL PARALLEL CTX THREADS PORT LLAMA_SERVER work name
+export MODEL PARALLEL CTX THREADS PORT LLAMA_SERVER work name LLMUX_ARGS
 
 # start SERVER: starts one server on PORT, logging to
 # $RECORD_DIR/SERVER-serve.log, and waits until it answers.
@@ -86,7 +87,8 @@ log="$RECORD_DIR/$server-serve.log"
 [ -f "$PEERS_PID_FILE" ] && { kill "$(cat "$PEERS_PID_FILE")" 2>/dev/null || true; sleep 1; }
 case "$server" in
   llmux)
-    cmd=(./bin/llmux serve --model "$MODEL" --model-name "$name" --parallel "$PARALLEL" --ctx-size "$CTX" --threads "$THREADS" --port "$PORT" --log-level warn)
+    # shellcheck disable=SC2206 # LLMUX_ARGS is a list of flags
+    cmd=(./bin/llmux serve --model "$MODEL" --model-name "$name" --parallel "$PARALLEL" --ctx-size "$CTX" --threads "$THREADS" --port "$PORT" --log-level warn ${LLMUX_ARGS:-})
     ready="http://127.0.0.1:$PORT/ready" ;;
   llama-server)
     cmd=("$LLAMA_SERVER" -m "$MODEL" --alias "$name" -np "$PARALLEL" -c "$CTX" -t "$THREADS" -tb "$THREADS" --host 127.0.0.1 --port "$PORT" --no-webui)
