@@ -130,31 +130,28 @@ extern "C" int llmux_accept(struct llmux_sampler * s, llama_token tok, char * er
     }
 }
 
-extern "C" int32_t llmux_tokenize(const struct llama_vocab * vocab, const char * text, int32_t text_len, llama_token * tokens, int32_t n_tokens_max, bool add_special, bool parse_special, char * err, int err_len) {
+// guarded runs one llama.cpp call that returns an int32_t; an exception
+// becomes INT32_MIN with its message in err.
+template <typename F>
+static int32_t guarded(char * err, int err_len, F call) {
     try {
-        return llama_tokenize(vocab, text, text_len, tokens, n_tokens_max, add_special, parse_special);
+        return call();
     } catch (const std::exception & e) {
         set_err(err, err_len, e.what());
         return INT32_MIN;
     }
+}
+
+extern "C" int32_t llmux_tokenize(const struct llama_vocab * vocab, const char * text, int32_t text_len, llama_token * tokens, int32_t n_tokens_max, bool add_special, bool parse_special, char * err, int err_len) {
+    return guarded(err, err_len, [&] { return llama_tokenize(vocab, text, text_len, tokens, n_tokens_max, add_special, parse_special); });
 }
 
 extern "C" int32_t llmux_token_to_piece(const struct llama_vocab * vocab, llama_token token, char * buf, int32_t length, char * err, int err_len) {
-    try {
-        return llama_token_to_piece(vocab, token, buf, length, 0, false);
-    } catch (const std::exception & e) {
-        set_err(err, err_len, e.what());
-        return INT32_MIN;
-    }
+    return guarded(err, err_len, [&] { return llama_token_to_piece(vocab, token, buf, length, 0, false); });
 }
 
 extern "C" int32_t llmux_chat_apply_template(const char * tmpl, const struct llama_chat_message * chat, size_t n_msg, bool add_ass, char * buf, int32_t length, char * err, int err_len) {
-    try {
-        return llama_chat_apply_template(tmpl, chat, n_msg, add_ass, buf, length);
-    } catch (const std::exception & e) {
-        set_err(err, err_len, e.what());
-        return INT32_MIN;
-    }
+    return guarded(err, err_len, [&] { return llama_chat_apply_template(tmpl, chat, n_msg, add_ass, buf, length); });
 }
 
 extern "C" struct ggml_threadpool * llmux_threadpool_attach(struct llama_context * ctx, int n_threads) {
