@@ -84,18 +84,26 @@ func runTiny(t *testing.T, so scheduler.Options) (sched *scheduler.Scheduler, st
 // stays open); streams that finish within the shutdown timeout end
 // normally; the ones still running then end with an SSE error event and
 // [DONE]; Serve returns; the scheduler is back to no running sequence.
-func TestShutdownDrainsTenStreams(t *testing.T) {
-	sched, stop := runTiny(t, scheduler.Options{Parallel: 10, Cells: 32768})
-	defer stop()
-	srv := New(backendFor(t, sched, "tiny"), Options{ShutdownTimeout: 2 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+// serveOnLoopback runs srv.Serve on a fresh loopback listener; shutdown
+// ends it (as SIGTERM does in llmux serve) and served then yields Serve's
+// result.
+func serveOnLoopback(t *testing.T, srv *Server) (addr string, shutdown context.CancelFunc, served <-chan error) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ctx, shutdown := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, ln) }()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	return ln.Addr().String(), cancel, done
+}
+
+func TestShutdownDrainsTenStreams(t *testing.T) {
+	sched, stop := runTiny(t, scheduler.Options{Parallel: 10, Cells: 32768})
+	defer stop()
+	srv := New(backendFor(t, sched, "tiny"), Options{ShutdownTimeout: 2 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	addr, shutdown, served := serveOnLoopback(t, srv)
 
 	// Five short streams finish within the timeout; five long ones
 	// (3000 tokens, at least a millisecond each) cannot.
@@ -295,14 +303,7 @@ func TestShutdownDrainsMountedApplications(t *testing.T) {
 	app := New(backend, Options{Logger: quiet, Application: true})
 	srv := New(backend, Options{ShutdownTimeout: time.Second, Logger: quiet,
 		Applications: []Mounted{{Prefix: "/app", Handler: app.Handler()}}})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ctx, shutdown := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx, ln) }()
+	addr, shutdown, served := serveOnLoopback(t, srv)
 	started := make(chan struct{})
 	end := make(chan streamEnd, 1)
 	go func() {

@@ -71,13 +71,7 @@ func serveTiny(t *testing.T, opts Options, so scheduler.Options, run bool) *serv
 		opts.ShutdownTimeout = 5 * time.Second
 	}
 	srv := New(backendFor(t, sched, "tiny"), opts)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
+	addr, stop, done := serveOnLoopback(t, srv)
 	t.Cleanup(func() {
 		stop()
 		if err := <-done; err != nil {
@@ -91,7 +85,7 @@ func serveTiny(t *testing.T, opts Options, so scheduler.Options, run bool) *serv
 		sched.Close()
 		m.Close()
 	})
-	return &served{addr: ln.Addr().String(), srv: srv, sched: sched, modelPath: path, log: logs}
+	return &served{addr: addr, srv: srv, sched: sched, modelPath: path, log: logs}
 }
 
 // rawRequest sends one request as written, over its own connection, and
