@@ -82,12 +82,8 @@ func TestAReplicaMemoryLimitFailsOnlyTheModelThatDoesNotFit(t *testing.T) {
 	command := []string{bin, "replica", "--model", "tiny=" + tiny, "--model", "big=" + big,
 		"--parallel", "4", "--threads", "1", "--log-format", "json", "--log-level", "warn"}
 	newSet := func(n, maxOngoing int, limit uint64) (*Set, func()) {
-		s := NewSet(SetOptions{Replicas: n, MaxOngoing: maxOngoing, MinBackoff: 100 * time.Millisecond, HealthInterval: 200 * time.Millisecond, RetryWait: time.Minute,
+		return runSet(t, SetOptions{Replicas: n, MaxOngoing: maxOngoing, MinBackoff: 100 * time.Millisecond, HealthInterval: 200 * time.Millisecond, RetryWait: time.Minute,
 			Process: ProcessOptions{Name: "m", Command: command, Env: os.Environ(), SocketDir: t.TempDir(), MemoryLimit: limit}})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); s.Run(ctx) }()
-		return s, func() { cancel(); <-done }
 	}
 	ctx := context.Background()
 

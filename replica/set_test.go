@@ -27,12 +27,22 @@ func startSet(t *testing.T, n, maxOngoing int) *Set {
 		t.Fatal(err)
 	}
 	env := append(os.Environ(), "LLMUX_REPLICA_CHILD=1", "LLMUX_REPLICA_MODEL="+modeltest.Preset(t, "tiny"))
-	s := NewSet(SetOptions{Replicas: n, MaxOngoing: maxOngoing, MinBackoff: 100 * time.Millisecond, HealthInterval: 200 * time.Millisecond, RetryWait: 5 * time.Minute,
+	s, stop := runSet(t, SetOptions{Replicas: n, MaxOngoing: maxOngoing, MinBackoff: 100 * time.Millisecond, HealthInterval: 200 * time.Millisecond, RetryWait: 5 * time.Minute,
 		Process: ProcessOptions{Name: "r", Command: []string{exe, "-test.run=^$"}, Env: env, SocketDir: t.TempDir()}})
+	t.Cleanup(stop)
+	waitReady(t, s, n, 0)
+	return s
+}
+
+// runSet runs a set; stop ends it and fails the test if one of its
+// replica processes outlives it.
+func runSet(t *testing.T, o SetOptions) (s *Set, stop func()) {
+	t.Helper()
+	s = NewSet(o)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.Run(ctx) }()
-	t.Cleanup(func() {
+	return s, func() {
 		cancel()
 		<-done
 		for _, st := range s.Status() {
@@ -40,9 +50,7 @@ func startSet(t *testing.T, n, maxOngoing int) *Set {
 				t.Errorf("replica %s (pid %d) still runs after the set stopped", st.Name, st.PID)
 			}
 		}
-	})
-	waitReady(t, s, n, 0)
-	return s
+	}
 }
 
 // waitReady waits until n replicas are ready with at least restarts
