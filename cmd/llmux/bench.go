@@ -64,6 +64,7 @@ Flags follow vLLM's bench serve where they overlap. Comma lists in
 	cancelAfter := fs.Int("cancel-after", 0, "cancellation storm: hang up after this many chunks...")
 	cancelShare := fs.Float64("cancel-share", 1, "...on this share of requests")
 	ignoreEOS := fs.Bool("ignore-eos", false, "send ignore_eos so outputs reach max_tokens")
+	samePrompts := fs.Bool("same-prompts", false, "send every load level of a sweep the same prompts (default: with random, shared-prefix and multi-turn, each level and the warm-up draw their own, so a server's prompt cache cannot carry one level's prompts into the next)")
 	warmup := fs.Int("warmup", 2, "warm-up requests before each run, not counted")
 	goodput := fs.String("goodput", "", "SLOs for goodput, e.g. ttft:500,tpot:50,e2el:5000 (ms)")
 	output := fs.String("output", "", "write the JSON result here")
@@ -104,10 +105,6 @@ Flags follow vLLM's bench serve where they overlap. Comma lists in
 	wcfg := benchmarks.WorkloadConfig{Dataset: *dataset, Path: *datasetPath, InputLen: *inLen, OutputLen: *outLen, RangeRatio: *rangeRatio,
 		PrefixLen: *prefixLen, Turns: *turns, Models: splitComma(*modelsList), ModelDist: *modelDist,
 		CancelAfter: *cancelAfter, CancelShare: *cancelShare, Seed: *seed}
-	items, err := benchmarks.Generate(wcfg, *numPrompts)
-	if err != nil {
-		return err
-	}
 	res := &benchmarks.Result{Label: *label, Date: time.Now().UTC().Format(time.RFC3339), BaseURL: *baseURL, Endpoint: *endpoint,
 		Model: *model, Dataset: *dataset, NumPrompts: *numPrompts, Seed: *seed, SLO: slo}
 	if res.Label == "" {
@@ -116,13 +113,16 @@ Flags follow vLLM's bench serve where they overlap. Comma lists in
 	if res.Model == "" {
 		res.Model = *modelsList
 	}
-	for _, lv := range levels {
+	for i, lv := range levels {
+		items, warm, err := levelPrompts(wcfg, i, *numPrompts, *warmup, *samePrompts)
+		if err != nil {
+			return err
+		}
 		rc := benchmarks.RunConfig{BaseURL: *baseURL, Endpoint: *endpoint, APIKey: *apiKey, Model: *model, ModelHeader: *modelHeader,
 			MaxConcurrency: lv.MaxConcurrency, RequestRate: lv.RequestRate, Burstiness: *burst, IgnoreEOS: *ignoreEOS, Seed: *seed, SLO: slo,
 			ClientModel: clientModel}
-		if *warmup > 0 {
-			wu, _ := benchmarks.Generate(wcfg, *warmup)
-			if _, _, err := benchmarks.Run(ctx, rc, wu); err != nil {
+		if len(warm) > 0 {
+			if _, _, err := benchmarks.Run(ctx, rc, warm); err != nil {
 				return err
 			}
 		}
@@ -145,6 +145,28 @@ Flags follow vLLM's bench serve where they overlap. Comma lists in
 		fmt.Fprintln(os.Stderr, "wrote", *output)
 	}
 	return nil
+}
+
+// levelPrompts draws load level i's prompts and its warm-up requests.
+// Unless same is set, level i's seed is the workload's seed plus i and the
+// warm-up's is one no level uses, so no two runs of a sweep share a prompt
+// (a server's prompt cache would otherwise serve a later level the earlier
+// one's prompts without prefilling them).
+func levelPrompts(cfg benchmarks.WorkloadConfig, i, n, warmup int, same bool) (items, warm []benchmarks.Item, err error) {
+	wcfg := cfg
+	if !same {
+		cfg.Seed += uint64(i)
+		wcfg.Seed = ^cfg.Seed
+	}
+	if items, err = benchmarks.Generate(cfg, n); err != nil {
+		return nil, nil, err
+	}
+	if warmup > 0 {
+		if warm, err = benchmarks.Generate(wcfg, warmup); err != nil {
+			return nil, nil, err
+		}
+	}
+	return items, warm, nil
 }
 
 func benchLoadName(p benchmarks.Point) string {

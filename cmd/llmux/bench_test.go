@@ -238,3 +238,47 @@ func TestBenchModelDistPairs(t *testing.T) {
 		t.Errorf("pairs without --max-concurrency: %v", err)
 	}
 }
+
+// TestSweepLevelsDrawTheirOwnPrompts: in a sweep, no prompt of one level
+// (or of the warm-up) is sent again by another level, so a server's prompt
+// cache cannot skip a later level's prefill; with --same-prompts every level
+// sends the same prompts and the warm-up is the first of them, as before.
+func TestSweepLevelsDrawTheirOwnPrompts(t *testing.T) {
+	cfg := benchmarks.WorkloadConfig{Dataset: "random", InputLen: 32, OutputLen: 8, Seed: 1}
+	seen := map[string]string{}
+	for i := range 3 {
+		items, warm, err := levelPrompts(cfg, i, 16, 2, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(items) != 16 || len(warm) != 2 {
+			t.Fatalf("level %d: %d prompts and %d warm-up, want 16 and 2", i, len(items), len(warm))
+		}
+		for k, it := range append(items, warm...) {
+			who := fmt.Sprintf("level %d item %d", i, k)
+			if k >= len(items) {
+				who = fmt.Sprintf("level %d warm-up %d", i, k-len(items))
+			}
+			if prev, dup := seen[it.Prompt]; dup {
+				t.Fatalf("%s repeats the prompt of %s", who, prev)
+			}
+			seen[it.Prompt] = who
+		}
+	}
+	a, wa, err := levelPrompts(cfg, 0, 16, 2, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := levelPrompts(cfg, 2, 16, 2, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range a {
+		if a[k].Prompt != b[k].Prompt {
+			t.Fatalf("--same-prompts: level 2 item %d differs from level 0's", k)
+		}
+	}
+	if wa[0].Prompt != a[0].Prompt {
+		t.Fatal("--same-prompts: the warm-up is not the first of the level's prompts")
+	}
+}
