@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	crand "crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -192,6 +194,12 @@ func send(ctx context.Context, cfg RunConfig, url string, it Item) (rec Record) 
 	rec.Model = model
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(payload))
 	req.Header.Set("Content-Type", "application/json")
+	// A request on a kept-alive connection that the server has just closed
+	// (llama-server closes each after a few requests) fails before the
+	// server reads it. With an idempotency key net/http sends it again on
+	// a new connection instead of failing it; the key is the request's
+	// own, so a server that honours such keys sees no duplicate.
+	req.Header.Set("Idempotency-Key", idempotencyKey())
 	if cfg.APIKey != "" {
 		req.Header.Set("Authorization", "Bearer "+cfg.APIKey)
 	}
@@ -299,4 +307,11 @@ func (c chunk) hasText() bool {
 		}
 	}
 	return false
+}
+
+// idempotencyKey is a fresh random key for one request.
+func idempotencyKey() string {
+	var b [16]byte
+	crand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

@@ -111,3 +111,50 @@ func TestRunPairsAlternatesPerClient(t *testing.T) {
 		t.Error("per-client models without a concurrency limit: no error")
 	}
 }
+
+// TestRunSurvivesAServerClosingKeptAliveConnections: a server that drops a
+// kept-alive connection when a second request arrives on it (as
+// llama-server does after a few requests) costs no request: each is sent
+// again on a new connection, and every one completes.
+func TestRunSurvivesAServerClosingKeptAliveConnections(t *testing.T) {
+	var mu sync.Mutex
+	served := map[string]int{} // requests read per connection
+	dropped := 0
+	rec := &modelRecorder{models: map[string]int{}}
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		served[r.RemoteAddr]++
+		drop := served[r.RemoteAddr] > 1
+		if drop {
+			dropped++
+		}
+		mu.Unlock()
+		if drop {
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				conn.Close()
+			}
+			return
+		}
+		rec.ServeHTTP(w, r)
+	}))
+	defer hs.Close()
+	items, err := Generate(WorkloadConfig{Dataset: "stories", OutputLen: 1, Seed: 1}, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, _, err := Run(context.Background(), RunConfig{BaseURL: hs.URL, MaxConcurrency: 1}, items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range recs {
+		if !r.OK() {
+			t.Fatalf("request %d failed: %s", i, r.Err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if dropped == 0 {
+		t.Fatal("no request arrived on a reused connection: the test did not exercise a dropped one")
+	}
+}
