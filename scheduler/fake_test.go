@@ -32,6 +32,10 @@ type fakeEngine struct {
 	decodes  int      // successful Decodes
 	setCalls int      // SetAdapters calls
 	stepSets []string // the adapter set of each successful Decode
+	rows     []int    // the rows of each successful Decode
+	// cost, when set, is how long a Decode of that many rows takes (a
+	// sleep: on the fake clock inside a synctest bubble).
+	cost func(rows int) time.Duration
 	mixed    []string // sequences whose cells were computed under different sets
 }
 
@@ -75,6 +79,9 @@ func (f *fakeEngine) SeqCopy(src, dst, p0, p1 int) {
 }
 
 func (f *fakeEngine) Decode(b *engine.Batch) error {
+	if f.cost != nil {
+		time.Sleep(f.cost(b.Len()))
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.noSpace > 0 {
@@ -94,6 +101,7 @@ func (f *fakeEngine) Decode(b *engine.Batch) error {
 	}
 	f.decodes++
 	f.stepSets = append(f.stepSets, f.set)
+	f.rows = append(f.rows, b.Len())
 	return nil
 }
 

@@ -186,6 +186,7 @@ type Scheduler struct {
 	counters Stats
 	touched  map[*Stream]struct{} // streams that got events this step
 	handoffT *time.Timer
+	split    splitter // runs a few single-token rows one at a time when that is faster
 	// Adapter groups: group 0 is the base model; each loaded adapter has
 	// a group of its own, which is also its KV namespace.
 	adapters  map[string]*adapterGroup

@@ -123,11 +123,6 @@ func (s *Scheduler) step() {
 		return
 	}
 	// Admit, then make room in the KV cache for this step's tokens.
-	type work struct {
-		q    *seq
-		from int
-		n    int
-	}
 	items := make([]work, 0, len(plan.Items))
 	total := 0
 	for _, it := range plan.Items {
@@ -166,9 +161,50 @@ func (s *Scheduler) step() {
 		// few micro-batches (passes over the weights) as their slots allow.
 		slices.SortFunc(items, func(a, b work) int { return cmp.Compare(a.q.lease.Slot, b.q.lease.Slot) })
 	}
+	if err := s.useGroup(plan.Group); err != nil {
+		s.opts.Logger.Error("scheduler: set adapters failed", "err", err)
+		for _, w := range items {
+			s.fail(w.q.req, FinishError, fmt.Errorf("engine could not apply the adapter: %w", err))
+		}
+		return
+	}
+	ran := false
+	if total == len(items) && s.split.shouldSplit(total) {
+		// Single-token rows that the engine evaluates faster one at a
+		// time (see splitter): still one step of the plan.
+		for i := range items {
+			if !s.evaluate(items[i:i+1]) {
+				break
+			}
+			ran = true
+		}
+	} else {
+		ran = s.evaluate(items)
+	}
+	if ran {
+		s.counters.Steps++
+		s.groupLast[plan.Group] = uint64(s.counters.Steps)
+	}
+	s.publish()
+	s.handOff()
+}
+
+// work is one sequence's part of a step: n tokens from position from.
+type work struct {
+	q    *seq
+	from int
+	n    int
+}
+
+// evaluate runs items through the engine as one batch, then samples the
+// sequences whose prompt or output it completed. It returns false when the
+// batch did not run (the step should not go on).
+func (s *Scheduler) evaluate(items []work) bool {
+	total := 0
 	s.batch.Clear()
 	for i := range items {
 		w := &items[i]
+		total += w.n
 		w.q.row = -1
 		for j := 0; j < w.n; j++ {
 			pos := w.from + j
@@ -178,13 +214,6 @@ func (s *Scheduler) step() {
 				w.q.row = row
 			}
 		}
-	}
-	if err := s.useGroup(plan.Group); err != nil {
-		s.opts.Logger.Error("scheduler: set adapters failed", "err", err)
-		for _, w := range items {
-			s.fail(w.q.req, FinishError, fmt.Errorf("engine could not apply the adapter: %w", err))
-		}
-		return
 	}
 	if g := s.opts.Steps; g != nil {
 		g.acquire()
@@ -201,17 +230,18 @@ func (s *Scheduler) step() {
 		if v := s.leastUrgentRunning(); v != nil {
 			s.preempt(v)
 		}
-		return
+		return false
 	}
 	if err != nil {
 		s.opts.Logger.Error("scheduler: decode failed", "err", err)
 		for _, w := range items {
 			s.fail(w.q.req, FinishError, fmt.Errorf("engine decode failed: %w", err))
 		}
-		return
+		return false
 	}
-	s.counters.Steps++
-	s.groupLast[plan.Group] = uint64(s.counters.Steps)
+	if total == len(items) {
+		s.split.observe(total, elapsed)
+	}
 	prompt := 0
 	for _, w := range items {
 		w.q.lease.Append(w.q.tokens[w.from : w.from+w.n]...)
@@ -228,8 +258,7 @@ func (s *Scheduler) step() {
 			s.sample(w.q)
 		}
 	}
-	s.publish()
-	s.handOff()
+	return true
 }
 
 // freeCells is what the planner may spend: the shared pool's free and
