@@ -10,8 +10,8 @@ const splitMaxRows = 4
 // before it trusts their average.
 const splitMinSamples = 4
 
-// splitProbeEvery: one step in this many that the splitter would split
-// runs whole instead, so the time of the whole batch stays current.
+// splitProbeEvery: one eligible step in this many runs the other way from
+// the splitter's choice, so the time of both ways stays current.
 const splitProbeEvery = 32
 
 // splitter decides whether a step of a few single-token rows (decodes of
@@ -25,11 +25,12 @@ const splitProbeEvery = 32
 // splitMaxRows single-token rows, and splits a step when its rows one at a
 // time took less than the batch. Until it has timed both it explores: a
 // step runs split while one-row decodes are unmeasured, and whole while its
-// own size is. Owned by the scheduler's loop.
+// own size is; after that one step in splitProbeEvery runs the other way.
+// Owned by the scheduler's loop.
 type splitter struct {
 	avg   [splitMaxRows + 1]float64 // seconds per decode, by rows
 	n     [splitMaxRows + 1]int     // decodes timed, by rows
-	split [splitMaxRows + 1]int     // steps split since the last whole one, by rows
+	since [splitMaxRows + 1]int     // eligible steps since the last probe, by rows
 }
 
 // observe records the decode time of a batch of rows single-token rows.
@@ -57,14 +58,12 @@ func (p *splitter) shouldSplit(rows int) bool {
 		return true // time single rows first
 	case p.n[rows] < splitMinSamples:
 		return false // then the whole batch
-	case p.avg[rows] <= float64(rows)*p.avg[1]:
-		p.split[rows] = 0
-		return false
 	}
-	p.split[rows]++
-	if p.split[rows] >= splitProbeEvery {
-		p.split[rows] = 0
-		return false
+	split := p.avg[rows] > float64(rows)*p.avg[1]
+	p.since[rows]++
+	if p.since[rows] >= splitProbeEvery {
+		p.since[rows] = 0
+		return !split
 	}
-	return true
+	return split
 }

@@ -12,7 +12,7 @@ import (
 // TestSplitterPolicy: the splitter only considers 2..splitMaxRows rows;
 // it times single rows first (splitting), then the whole batch, and then
 // splits exactly when the rows one at a time took less than the batch,
-// running one step in splitProbeEvery whole to keep the batch's time
+// running one step in splitProbeEvery the other way to keep both times
 // current.
 func TestSplitterPolicy(t *testing.T) {
 	ms := time.Millisecond
@@ -64,22 +64,37 @@ func TestSplitterPolicy(t *testing.T) {
 		})
 	}
 	t.Run("probes", func(t *testing.T) {
+		for _, batch := range []time.Duration{12 * ms, 5 * ms} {
+			var p splitter
+			feed(&p, 1, 4*ms, splitMinSamples)
+			feed(&p, 2, batch, splitMinSamples)
+			choice := p.shouldSplit(2)
+			other := 0
+			for range 10*splitProbeEvery - 1 {
+				if p.shouldSplit(2) != choice {
+					other++
+				}
+			}
+			if other != 10 {
+				t.Fatalf("2 rows in %v: %d of %d steps ran the other way, want one in %d", batch, other, 10*splitProbeEvery, splitProbeEvery)
+			}
+		}
+		// What a probe measures changes the choice: rows one at a time
+		// that got slower (an adapter's decodes) stop the splitting, and
+		// a batch that got slower starts it.
 		var p splitter
 		feed(&p, 1, 4*ms, splitMinSamples)
 		feed(&p, 2, 12*ms, splitMinSamples)
-		whole := 0
-		for range 10 * splitProbeEvery {
-			if !p.shouldSplit(2) {
-				whole++
-			}
+		feed(&p, 1, 8*ms, 20)
+		if p.avg[1] < (7 * ms).Seconds() {
+			t.Fatalf("one-row average %v s after 20 decodes of 8ms", p.avg[1])
 		}
-		if whole != 10 {
-			t.Fatalf("%d of %d steps ran whole, want one in %d", whole, 10*splitProbeEvery, splitProbeEvery)
+		if p.shouldSplit(2) && p.shouldSplit(2) {
+			t.Fatal("still splitting after single rows got slower than half the batch")
 		}
-		// A probe that finds the batch faster now stops the splitting.
-		feed(&p, 2, 5*ms, 20)
-		if p.shouldSplit(2) {
-			t.Fatal("still splitting after the batch got faster than its rows one at a time")
+		feed(&p, 2, 20*ms, 20)
+		if !p.shouldSplit(2) && !p.shouldSplit(2) {
+			t.Fatal("not splitting after the batch got slower than its rows one at a time")
 		}
 	})
 }
