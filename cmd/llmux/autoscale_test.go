@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -127,6 +128,15 @@ func TestServeScalesToZeroAndBack(t *testing.T) {
 		t.Fatalf("after the first request: %+v", st)
 	}
 	pid := st.Deployments[0].Replicas[0].PID
+	if os.Getenv("GOMAXPROCS") == "" {
+		env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(strings.Split(string(env), "\x00"), "GOMAXPROCS=1") {
+			t.Errorf("the replica (pid %d) runs without GOMAXPROCS=1 in its environment", pid)
+		}
+	}
 	for len(readStatus().Deployments[0].Replicas) != 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("the idle replica was not scaled away: %+v", readStatus())

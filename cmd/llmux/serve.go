@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -255,6 +256,41 @@ func (f *serveFlags) autoscaling() (*autoscale.Config, error) {
 	return &c, nil
 }
 
+// replicaThreads is each replica's engine threads: its share of --threads
+// (default: every CPU), at least one.
+func (f *serveFlags) replicaThreads() int {
+	threads := *f.threads
+	if threads <= 0 {
+		threads = runtime.NumCPU()
+	}
+	return max(threads/f.replicaCount(), 1)
+}
+
+// goProcs is how many threads the serving process's Go runtime may run Go
+// code on when its models run in replica processes: the cores the
+// replicas' engine threads leave, at least one. With more, the runtime's
+// idle threads spin looking for work on cores where llama.cpp's threads
+// compute, and a compute thread that loses its core holds up its partner
+// at the next barrier (GOMAXPROCS 1 for the serving process and its
+// replica: 1.062× output tokens/s at one stream, 6 of 6 pairs above 1;
+// benchmarks/README.md). A GOMAXPROCS in the environment wins.
+func goProcs(cpus, engineThreads int) int {
+	return max(1, cpus-engineThreads)
+}
+
+// replicaEnv is a replica process's environment: the serving process's,
+// with GOMAXPROCS=1 unless it sets one. A replica's Go code (its scheduler
+// loop and the socket it answers on) needs no more, and its engine threads
+// are llama.cpp's, outside the Go runtime's count.
+func replicaEnv(environ []string) []string {
+	for _, kv := range environ {
+		if strings.HasPrefix(kv, "GOMAXPROCS=") {
+			return environ
+		}
+	}
+	return append(slices.Clip(environ), "GOMAXPROCS=1")
+}
+
 // replicaCount is how many replica processes may run at once: --replicas,
 // or --max-replicas with autoscaling (placement and the thread shares are
 // sized for it).
@@ -360,6 +396,11 @@ func runServe(ctx context.Context, args []string) error {
 		set, dir, err := f.replicaSet(args, logger, placed, scaling, pool)
 		if err != nil {
 			return err
+		}
+		if os.Getenv("GOMAXPROCS") == "" {
+			procs := goProcs(runtime.NumCPU(), f.replicaThreads()*n)
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+			logger.Debug("Go runtime sized to the cores the replicas' engine threads leave", "gomaxprocs", procs)
 		}
 		defer os.RemoveAll(dir)
 		be = set
@@ -506,11 +547,7 @@ func (f *serveFlags) replicaSet(args []string, logger *slog.Logger, placed []rep
 	if err != nil {
 		return nil, "", fmt.Errorf("replicas: %w", err)
 	}
-	threads := *f.threads
-	if threads <= 0 {
-		threads = runtime.NumCPU()
-	}
-	threads = max(threads/f.replicaCount(), 1)
+	threads := f.replicaThreads()
 	memLimit, err := parseBytes(*f.replicaMemory)
 	if err != nil {
 		return nil, "", fmt.Errorf("--replica-memory-limit: %w", err)
@@ -524,7 +561,7 @@ func (f *serveFlags) replicaSet(args []string, logger *slog.Logger, placed []rep
 	// logs in JSON so that the serving process can relay its records.
 	command = append(command, "--threads", strconv.Itoa(threads), "--log-format", "json")
 	o := replica.SetOptions{Replicas: *f.replicas, MaxOngoing: *f.maxOngoing, Logger: logger,
-		Process: replica.ProcessOptions{Name: "replica", Command: command, Env: os.Environ(), SocketDir: dir, MemoryLimit: uint64(memLimit)},
+		Process: replica.ProcessOptions{Name: "replica", Command: command, Env: replicaEnv(os.Environ()), SocketDir: dir, MemoryLimit: uint64(memLimit)},
 		// Each replica gets its GPUs: later flags and environment win. A
 		// replica index reaches past the placed ones only while replicas
 		// being stopped still hold theirs (autoscaling).

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -147,4 +148,30 @@ func TestServeAutoscalingSettings(t *testing.T) {
 		t.Fatalf("autoscaling config %+v (replica count %d)", c, f.replicaCount())
 	}
 
+}
+
+// TestGoRuntimeGetsTheCoresTheEnginesLeave: the serving process's Go
+// runtime gets the cores its replicas' engine threads leave, at least one;
+// a replica's gets one unless the environment names a GOMAXPROCS, which
+// it then inherits unchanged.
+func TestGoRuntimeGetsTheCoresTheEnginesLeave(t *testing.T) {
+	for _, c := range []struct{ cpus, threads, want int }{
+		{2, 2, 1}, {2, 1, 1}, {16, 16, 1}, {64, 8, 56}, {8, 32, 1},
+	} {
+		if got := goProcs(c.cpus, c.threads); got != c.want {
+			t.Errorf("goProcs(%d CPUs, %d engine threads) = %d, want %d", c.cpus, c.threads, got, c.want)
+		}
+	}
+	env := []string{"PATH=/bin", "HOME=/root"}
+	got := replicaEnv(env)
+	if !slices.Equal(got, []string{"PATH=/bin", "HOME=/root", "GOMAXPROCS=1"}) {
+		t.Errorf("replicaEnv(%q) = %q", env, got)
+	}
+	if env[1] != "HOME=/root" || len(env) != 2 {
+		t.Errorf("replicaEnv changed its argument: %q", env)
+	}
+	set := []string{"GOMAXPROCS=4", "PATH=/bin"}
+	if got := replicaEnv(set); !slices.Equal(got, set) {
+		t.Errorf("replicaEnv(%q) = %q, want it unchanged", set, got)
+	}
 }
