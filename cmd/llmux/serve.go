@@ -266,22 +266,14 @@ func (f *serveFlags) replicaThreads() int {
 	return max(threads/f.replicaCount(), 1)
 }
 
-// goProcs is how many threads the serving process's Go runtime may run Go
-// code on when its models run in replica processes: the cores the
-// replicas' engine threads leave, at least one. With more, the runtime's
-// idle threads spin looking for work on cores where llama.cpp's threads
-// compute, and a compute thread that loses its core holds up its partner
-// at the next barrier (GOMAXPROCS 1 for the serving process and its
-// replica: 1.062× output tokens/s at one stream, 6 of 6 pairs above 1;
-// benchmarks/README.md). A GOMAXPROCS in the environment wins.
-func goProcs(cpus, engineThreads int) int {
-	return max(1, cpus-engineThreads)
-}
-
 // replicaEnv is a replica process's environment: the serving process's,
 // with GOMAXPROCS=1 unless it sets one. A replica's Go code (its scheduler
 // loop and the socket it answers on) needs no more, and its engine threads
-// are llama.cpp's, outside the Go runtime's count.
+// are llama.cpp's, outside the Go runtime's count; with more, the
+// runtime's idle threads spin for work on the cores where llama.cpp
+// computes, and a compute thread that loses its core stalls its partner at
+// the next barrier (benchmarks/README.md, night sitting). The serving
+// process keeps Go's default: with one P it served 16 streams slower.
 func replicaEnv(environ []string) []string {
 	for _, kv := range environ {
 		if strings.HasPrefix(kv, "GOMAXPROCS=") {
@@ -396,11 +388,6 @@ func runServe(ctx context.Context, args []string) error {
 		set, dir, err := f.replicaSet(args, logger, placed, scaling, pool)
 		if err != nil {
 			return err
-		}
-		if os.Getenv("GOMAXPROCS") == "" {
-			procs := goProcs(runtime.NumCPU(), f.replicaThreads()*n)
-			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
-			logger.Debug("Go runtime sized to the cores the replicas' engine threads leave", "gomaxprocs", procs)
 		}
 		defer os.RemoveAll(dir)
 		be = set

@@ -150,18 +150,10 @@ func TestServeAutoscalingSettings(t *testing.T) {
 
 }
 
-// TestGoRuntimeGetsTheCoresTheEnginesLeave: the serving process's Go
-// runtime gets the cores its replicas' engine threads leave, at least one;
-// a replica's gets one unless the environment names a GOMAXPROCS, which
-// it then inherits unchanged.
-func TestGoRuntimeGetsTheCoresTheEnginesLeave(t *testing.T) {
-	for _, c := range []struct{ cpus, threads, want int }{
-		{2, 2, 1}, {2, 1, 1}, {16, 16, 1}, {64, 8, 56}, {8, 32, 1},
-	} {
-		if got := goProcs(c.cpus, c.threads); got != c.want {
-			t.Errorf("goProcs(%d CPUs, %d engine threads) = %d, want %d", c.cpus, c.threads, got, c.want)
-		}
-	}
+// TestReplicasGetOneGoProc: a replica's environment is the serving
+// process's with GOMAXPROCS=1 added, unless it names a GOMAXPROCS, which
+// the replica then inherits unchanged.
+func TestReplicasGetOneGoProc(t *testing.T) {
 	env := []string{"PATH=/bin", "HOME=/root"}
 	got := replicaEnv(env)
 	if !slices.Equal(got, []string{"PATH=/bin", "HOME=/root", "GOMAXPROCS=1"}) {
