@@ -2,6 +2,7 @@ package multiplex
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 
@@ -123,6 +124,12 @@ func (d *EngineLoader) Load(ctx context.Context, e Entry) (*Loaded, error) {
 	logger := d.Logger
 	if logger == nil {
 		logger = slog.Default()
+	}
+	// A model whose size cannot be read fails in LoadModel, with its reason.
+	if need, _, err := d.Size(e); err == nil {
+		if err := checkAddressSpace(need); err != nil {
+			return nil, fmt.Errorf("load %s: %w", e.Name, err)
+		}
 	}
 	m, err := engine.LoadModel(e.Path, engine.ModelOptions{GPULayers: d.GPULayers, TensorSplit: d.TensorSplit, Progress: func(float32) bool { return ctx.Err() == nil }})
 	if err != nil {
