@@ -126,8 +126,9 @@ func (d *EngineLoader) Load(ctx context.Context, e Entry) (*Loaded, error) {
 		logger = slog.Default()
 	}
 	// A model whose size cannot be read fails in LoadModel, with its reason.
-	if need, _, err := d.Size(e); err == nil {
-		if err := checkAddressSpace(need); err != nil {
+	bytes, _, sizeErr := d.Size(e)
+	if sizeErr == nil {
+		if err := checkAddressSpace(bytes); err != nil {
 			return nil, fmt.Errorf("load %s: %w", e.Name, err)
 		}
 	}
@@ -153,7 +154,6 @@ func (d *EngineLoader) Load(ctx context.Context, e Entry) (*Loaded, error) {
 		}
 	}()
 	r := NewRunner(e.Name, sched)
-	bytes, _, _ := d.Size(e)
 	o := sched.Options()
 	logger.Info("model ready", "model", e.Name, "description", m.Description(), "parallel", o.Parallel, "ctx", o.Cells, "kv_layout", o.KVLayout, "seq_ctx", sched.SeqContext())
 	return &Loaded{Runner: r, Bytes: bytes, Close: func() {
