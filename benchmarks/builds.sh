@@ -2,16 +2,17 @@
 # builds.sh — two llmux builds side by side: the same server from binary A
 # and from binary B, alternately (A B A B ...), on the 86M bench model with
 # 16 slots, streamed 64-token completions at concurrency 1 and 16 (or
-# CONCURRENCY), for
-# each --replicas setting given. For a change's before and after:
+# CONCURRENCY), for each --replicas setting given. For a change's before
+# and after:
 #
 #   git stash; make build; cp bin/llmux /tmp/llmux-before; git stash pop; make build
 #   A=bin/llmux B=/tmp/llmux-before benchmarks/builds.sh
 #
 # Recorded verbatim under benchmarks/results/DATE-COMMIT/ (or RECORD_DIR),
 # with each binary's `llmux version`. Environment: A, B (the binaries),
-# REPLICAS ("0 1"), CONCURRENCY ("1,16"), PAIRS (3), PROMPTS (32), THREADS (nproc), SERVE_ARGS
-# (more `llmux serve` flags for both, e.g. "--kv-layout per-slot").
+# REPLICAS ("0 1"), CONCURRENCY ("1,16"), PAIRS (3), PROMPTS (32),
+# THREADS (nproc), SERVE_ARGS (more `llmux serve` flags for both, e.g.
+# "--kv-layout per-slot").
 set -euo pipefail
 source "$(dirname "$0")/record.sh"
 cd "$(dirname "$0")/.."
