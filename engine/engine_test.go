@@ -342,6 +342,7 @@ func TestNoLeakAcrossLoads(t *testing.T) {
 	settle := func() int64 {
 		runtime.GC()
 		debug.FreeOSMemory()
+		trimCHeap()
 		return rssKB(t)
 	}
 	growth := func(warm, n int, cycle func()) int64 {
