@@ -24,8 +24,10 @@
 #          attn_q,attn_v,ffn_up) vs 16 streams on one adapter, and one
 #          adapter vs the base model; --parallel 16, 128-word prompts,
 #          128-token outputs; KV layout KV_LAYOUT (unified).
+#   two-builds  the `two` workload served by bin/llmux and by the binary
+#          B (a build before a change), alternately: output tokens/s.
 #
-# Environment: PAIRS (3), CHURN_PROMPTS (96), THREADS (nproc).
+# Environment: PAIRS (3), CHURN_PROMPTS (96), THREADS (nproc), B.
 set -euo pipefail
 source "$(dirname "$0")/record.sh"
 cd "$(dirname "$0")/.."
@@ -52,7 +54,7 @@ cat >"$work/serve" <<'EOF'
 #!/usr/bin/env bash
 set -euo pipefail
 [ -f "$work/pid" ] && { kill "$(cat "$work/pid")" 2>/dev/null || true; sleep 1; }
-cmd=(./bin/llmux serve --port "$PORT" --threads "$THREADS" --log-level info "$@")
+cmd=("${LLMUX:-./bin/llmux}" serve --port "$PORT" --threads "$THREADS" --log-level info "$@")
 printf '== %s %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(printf '%q ' "${cmd[@]}")" >>"$RECORD_DIR/serve.log"
 setsid "${cmd[@]}" >>"$RECORD_DIR/serve.log" 2>&1 &
 echo $! >"$work/pid"
@@ -86,6 +88,16 @@ for part in "${parts[@]}"; do
       two-models "\"\$work/serve\" $M --parallel 8 --max-models 2 && $bench --models m1,m2 --model-dist cycle --max-concurrency 16 --num-prompts 64 $load --label two-models --output \"\$RECORD_DIR/two-models-\$PAIR.json\"" \
       one-model16 "\"\$work/serve\" $M --parallel 16 --max-models 2 && $bench --model m1 --max-concurrency 16 --num-prompts 64 $load --label one-model --output \"\$RECORD_DIR/one-model16-\$PAIR.json\""
     record pairs-two-vs-one ./bin/llmux bench pairs --metric output_throughput --a "$RECORD_DIR/two-models-[0-9].json" --b "$RECORD_DIR/one-model16-[0-9].json"
+    ;;
+  two-builds)
+    : "${B:?two-builds: set B to the llmux binary to compare with}"
+    record build-b "$B" version
+    load="--dataset-name random --random-input-len 32 --random-output-len 128 --ignore-eos --warmup 2"
+    two="$M --parallel 8 --max-models 2 && $bench --models m1,m2 --model-dist cycle --max-concurrency 16 --num-prompts 64 $load"
+    interleave "$PAIRS" \
+      two-models-a "\"\$work/serve\" $two --label a --output \"\$RECORD_DIR/two-models-a-\$PAIR.json\"" \
+      two-models-b "LLMUX=\"$B\" \"\$work/serve\" $two --label b --output \"\$RECORD_DIR/two-models-b-\$PAIR.json\""
+    record pairs-two-builds ./bin/llmux bench pairs --metric output_throughput --a "$RECORD_DIR/two-models-a-[0-9].json" --b "$RECORD_DIR/two-models-b-[0-9].json"
     ;;
   cold)
     # A cold request and a warm one, each pair on a fresh server.

@@ -173,6 +173,17 @@ func (c *Context) Close() {
 	}
 }
 
+// ParkThreads puts the context's idle CPU threads to sleep until its next
+// Decode, which wakes them. Idle, they poll for the next step for a few
+// milliseconds first (see llmux_threadpool_attach); a caller that knows
+// another context computes next on the same cores parks them instead.
+// Not concurrently with Decode or Close.
+func (c *Context) ParkThreads() {
+	if c.pool != nil {
+		C.llmux_threadpool_park(c.pool)
+	}
+}
+
 // Model is the model this context runs.
 func (c *Context) Model() *Model { return c.model }
 

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/llmux/llmux/models"
@@ -497,5 +498,63 @@ func TestSeqCells(t *testing.T) {
 			t.Errorf("cells %d, %d sequences, per-sequence %v: SeqCells %d, want %d", tc.cells, tc.seq, tc.perSeq, got, tc.want)
 		}
 		c.Close()
+	}
+}
+
+// TestParkedThreadsWakeForTheNextDecode parks the context's thread pool
+// before every step: each Decode must wake it and compute what an unparked
+// context computes.
+func TestParkedThreadsWakeForTheNextDecode(t *testing.T) {
+	m := loadTiny(t)
+	const prompt, n = "the cat saw a dog and", 8
+	want := generate(t, m, []string{prompt}, n, true)[0]
+
+	ctx, err := m.NewContext(ContextOptions{Cells: 512, Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctx.Close()
+	if ctx.pool == nil {
+		t.Fatal("the context has no thread pool to park")
+	}
+	b, _ := NewBatch(256, 1)
+	defer b.Close()
+	s, err := NewSampler(m, SamplingParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	toks, _ := m.Tokenize(prompt, true, false)
+	row := 0
+	for i, tok := range toks {
+		row = b.Add(tok, i, i == len(toks)-1, 0)
+	}
+	done := make(chan []int32, 1)
+	go func() {
+		var got []int32
+		for step := range n {
+			ctx.ParkThreads()
+			if err := ctx.Decode(b); err != nil {
+				t.Errorf("decode step %d: %v", step, err)
+				break
+			}
+			tok, err := s.Sample(ctx, row)
+			if err != nil {
+				t.Errorf("sample: %v", err)
+				break
+			}
+			got = append(got, tok)
+			b.Clear()
+			row = b.Add(tok, len(toks)+step, true, 0)
+		}
+		done <- got
+	}()
+	select {
+	case got := <-done:
+		if !slices.Equal(got, want) {
+			t.Fatalf("with parked threads the context generated %v, unparked %v", got, want)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("a Decode after ParkThreads did not finish within a minute: the pool was not woken")
 	}
 }

@@ -170,6 +170,11 @@ extern "C" struct ggml_threadpool * llmux_threadpool_attach(struct llama_context
     return tp;
 }
 
+extern "C" void llmux_threadpool_park(struct ggml_threadpool * tp) {
+    // ggml_graph_compute resumes a paused pool when it starts a graph.
+    ggml_threadpool_pause(tp);
+}
+
 extern "C" void llmux_threadpool_free(struct ggml_threadpool * tp) {
     if (tp) {
         ggml_threadpool_free(tp);

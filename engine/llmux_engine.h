@@ -54,6 +54,9 @@ int llmux_accept(struct llmux_sampler * s, llama_token tok, char * err, int err_
 // llama_free.
 struct ggml_threadpool * llmux_threadpool_attach(struct llama_context * ctx, int n_threads);
 void llmux_threadpool_free(struct ggml_threadpool * tp);
+// llmux_threadpool_park makes the pool's idle workers sleep instead of
+// polling; the pool's next graph wakes them.
+void llmux_threadpool_park(struct ggml_threadpool * tp);
 
 // The calls below wrap llama.cpp's of the same name, which take request
 // data and may throw (a vocabulary without byte-fallback tokens throws

@@ -8,12 +8,12 @@ import (
 func TestStepGateServesWaitersInArrivalOrder(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g := NewStepGate()
-		g.acquire()
+		g.acquire(nil)
 		var order []int
 		done := make(chan struct{})
 		for i := range 3 {
 			go func() {
-				g.acquire()
+				g.acquire(nil)
 				order = append(order, i)
 				g.release()
 				done <- struct{}{}
@@ -28,4 +28,41 @@ func TestStepGateServesWaitersInArrivalOrder(t *testing.T) {
 			t.Fatalf("waiters got the gate in order %v, want [0 1 2]", order)
 		}
 	})
+}
+
+// parker counts how often the gate parked its threads.
+type parker struct{ parked int }
+
+func (p *parker) ParkThreads() { p.parked++ }
+
+func TestStepGateParksTheThreadsOfTheEngineItPassesFrom(t *testing.T) {
+	g := NewStepGate()
+	a, b := &parker{}, &parker{}
+	turn := func(p *parker) { g.acquire(p); g.release() }
+	turn(a)
+	turn(a) // the same engine again: its threads stay ready
+	if a.parked != 0 {
+		t.Fatalf("a's own next step parked its threads %d times", a.parked)
+	}
+	turn(b) // the turn passes from a to b
+	if a.parked != 1 || b.parked != 0 {
+		t.Fatalf("a→b: a parked %d, b parked %d; want 1, 0", a.parked, b.parked)
+	}
+	turn(b)
+	turn(a)
+	if a.parked != 1 || b.parked != 1 {
+		t.Fatalf("b→a: a parked %d, b parked %d; want 1, 1", a.parked, b.parked)
+	}
+	g.acquire(nil) // an engine without a pool still parks the one before it
+	g.release()
+	if a.parked != 2 {
+		t.Fatalf("a→(no pool): a parked %d times, want 2", a.parked)
+	}
+	// A forgotten (closed) engine is never parked.
+	turn(b)
+	g.forget(b)
+	turn(a)
+	if b.parked != 1 {
+		t.Fatalf("b was parked after it was forgotten (%d times, want 1)", b.parked)
+	}
 }

@@ -97,13 +97,44 @@ type Options struct {
 // share it. Waiting schedulers get it in the order they asked (a Go
 // channel queues blocked senders first in, first out), so busy models
 // share the engine evenly.
-type StepGate struct{ ch chan struct{} }
+//
+// When the turn passes to another engine, the gate parks the previous
+// one's threads: ggml's idle workers otherwise poll for their next step
+// for milliseconds, on the cores the other model's step is computing on.
+type StepGate struct {
+	ch   chan struct{}
+	last threadParker // the engine that last held the gate; read and written only while holding it
+}
+
+// threadParker is an engine whose idle CPU threads can be put to sleep
+// until its next Decode (*engine.Context implements it).
+type threadParker interface{ ParkThreads() }
 
 // NewStepGate returns an open gate.
 func NewStepGate() *StepGate { return &StepGate{ch: make(chan struct{}, 1)} }
 
-func (g *StepGate) acquire() { g.ch <- struct{}{} }
+// acquire takes the gate for engine e (nil: one whose threads cannot be
+// parked), parking the threads of the engine that held it before if that
+// was another.
+func (g *StepGate) acquire(e threadParker) {
+	g.ch <- struct{}{}
+	if g.last != nil && g.last != e {
+		g.last.ParkThreads()
+	}
+	g.last = e
+}
+
 func (g *StepGate) release() { <-g.ch }
+
+// forget drops e before its threads are freed, so that the gate never
+// parks a closed engine.
+func (g *StepGate) forget(e threadParker) {
+	g.ch <- struct{}{}
+	if g.last == e {
+		g.last = nil
+	}
+	<-g.ch
+}
 
 // KV layouts.
 const (

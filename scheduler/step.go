@@ -216,7 +216,8 @@ func (s *Scheduler) evaluate(items []work) bool {
 		}
 	}
 	if g := s.opts.Steps; g != nil {
-		g.acquire()
+		p, _ := s.ctx.(threadParker)
+		g.acquire(p)
 	}
 	start := time.Now()
 	err := s.ctx.Decode(s.batch)
