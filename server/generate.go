@@ -39,7 +39,7 @@ func (s *Server) consume(ctx context.Context, st llm.Stream, model string, onEve
 	defer st.Close()
 	var g generation
 	var firstErr error
-	var last []time.Time // each choice's last token, for inter-token latency
+	var last []time.Time                        // each choice's last token, for inter-token latency
 	itl := s.metrics.itl.WithLabelValues(model) // looked up once, not per token
 	for {
 		ev, ok := st.Recv(ctx)
