@@ -140,7 +140,7 @@ func (s *Server) admit(c *gin.Context) {
 		s.fail(c, openai.Unavailable("server is shutting down"))
 		return
 	}
-	s.begin()
-	defer s.end()
+	s.inflight.Add(1)
+	defer s.inflight.Add(-1)
 	c.Next()
 }

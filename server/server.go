@@ -81,10 +81,6 @@ type Options struct {
 	// Version is reported in system_fingerprint.
 	Version string
 	Logger  *slog.Logger
-	// Running, when set, is told of every generation request's start (+1)
-	// and end (-1), with the server's own count (cmd/llmux sizes the Go
-	// runtime by it).
-	Running interface{ Add(delta int64) }
 	// Registerer receives the metrics (default: a fresh registry, served
 	// on /metrics).
 	Registry *prometheus.Registry
@@ -114,21 +110,6 @@ type Server struct {
 
 	draining atomic.Bool
 	inflight atomic.Int64 // generation requests running (a drain waits for them)
-}
-
-// begin and end count a generation request in and out.
-func (s *Server) begin() {
-	s.inflight.Add(1)
-	if r := s.opts.Running; r != nil {
-		r.Add(1)
-	}
-}
-
-func (s *Server) end() {
-	if r := s.opts.Running; r != nil {
-		r.Add(-1)
-	}
-	s.inflight.Add(-1)
 }
 
 // New builds a server over a backend. When the backend is also a
@@ -220,8 +201,8 @@ func (s *Server) dispatch(w http.ResponseWriter, r *http.Request) {
 				_ = json.NewEncoder(w).Encode(openai.ErrorBody{Error: e})
 				return
 			}
-			s.begin()
-			defer s.end()
+			s.inflight.Add(1)
+			defer s.inflight.Add(-1)
 			http.StripPrefix(m.Prefix, m.Handler).ServeHTTP(w, r)
 			return
 		}

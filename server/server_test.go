@@ -11,10 +11,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -621,30 +619,5 @@ func TestEmbeddings(t *testing.T) {
 	}
 	if got := len(b64.Data[0].Embedding); got != 16 {
 		t.Fatalf("base64 with 16 dimensions decoded to %d values", got)
-	}
-}
-
-// runningLog records what Options.Running is told.
-type runningLog struct {
-	mu     sync.Mutex
-	deltas []int64
-}
-
-func (r *runningLog) Add(d int64) { r.mu.Lock(); r.deltas = append(r.deltas, d); r.mu.Unlock() }
-
-func TestRunningIsToldOfEachGenerationRequestOnly(t *testing.T) {
-	var log runningLog
-	ts := tinyServer(t, Options{Running: &log})
-	ctx := context.Background()
-	if _, err := ts.client.ListModels(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ts.client.CreateCompletion(ctx, goopenai.CompletionRequest{Model: ts.model, Prompt: "once upon", MaxTokens: 4}); err != nil {
-		t.Fatal(err)
-	}
-	log.mu.Lock()
-	defer log.mu.Unlock()
-	if !slices.Equal(log.deltas, []int64{1, -1}) {
-		t.Fatalf("Running was told %v for a model listing and one completion, want [1 -1]", log.deltas)
 	}
 }

@@ -421,9 +421,6 @@ func runServe(ctx context.Context, args []string) error {
 		return err
 	}
 	opts.Applications = mounted
-	if g := newProcGovernor(); g != nil {
-		opts.Running = g // the root server's count only: it counts the applications' requests too
-	}
 	var appsMu sync.Mutex // guards stopApps and apps: a reload replaces them
 	stopApps := runApplications(ctx, apps)
 	defer func() { appsMu.Lock(); stopApps(); appsMu.Unlock() }()
