@@ -35,8 +35,13 @@ type fakeEngine struct {
 	rows     []int    // the rows of each successful Decode
 	// cost, when set, is how long a Decode of that many rows takes (a
 	// sleep: on the fake clock inside a synctest bubble).
-	cost func(rows int) time.Duration
-	mixed    []string // sequences whose cells were computed under different sets
+	cost   func(rows int) time.Duration
+	mixed  []string // sequences whose cells were computed under different sets
+	parks  int      // ParkThreads calls
+	closed bool     // the backend's close ran
+	// parkedClosed counts ParkThreads calls after close: on a real
+	// context, a use of its freed thread pool.
+	parkedClosed int
 }
 
 type fakeCell struct {
@@ -139,6 +144,21 @@ func (f *fakeEngine) SetAdapters(set []engine.AdapterRef) error {
 	return nil
 }
 
+func (f *fakeEngine) ParkThreads() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.parks++
+	if f.closed {
+		f.parkedClosed++
+	}
+}
+
+func (f *fakeEngine) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+}
+
 func (f *fakeEngine) stats() (decodes, setCalls int, sets []string, mixed []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -176,6 +196,14 @@ func (g greedySampler) Close() {}
 // test ends.
 func startFake(t testing.TB, cells int, opts Options) (*Scheduler, *fakeEngine) {
 	t.Helper()
+	s, f, _ := runFake(t, cells, opts)
+	return s, f
+}
+
+// runFake is startFake that also returns stop, which ends the scheduler
+// and closes it (at the latest when the test ends).
+func runFake(t testing.TB, cells int, opts Options) (*Scheduler, *fakeEngine, func()) {
+	t.Helper()
 	f := newFakeEngine()
 	o := opts
 	o.Cells = cells
@@ -187,15 +215,16 @@ func startFake(t testing.TB, cells int, opts Options) (*Scheduler, *fakeEngine) 
 	s, err := newScheduler(backend{
 		engine: f, vocab: fakeVocab{f.vocab}, cells: cells, seqCells: seqCells,
 		newSampler:  func(engine.SamplingParams) (Sampler, error) { return greedySampler{}, nil },
-		loadAdapter: fakeLoadAdapter,
+		loadAdapter: fakeLoadAdapter, close: f.close,
 	}, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go s.Run(ctx)
-	t.Cleanup(func() { cancel(); s.Close() })
-	return s, f
+	stop := sync.OnceFunc(func() { cancel(); s.Close() })
+	t.Cleanup(stop)
+	return s, f, stop
 }
 
 // fakeAdapters are the fake engine's adapters by path, shared by all

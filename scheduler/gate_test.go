@@ -66,3 +66,29 @@ func TestStepGateParksTheThreadsOfTheEngineItPassesFrom(t *testing.T) {
 		t.Fatalf("b was parked after it was forgotten (%d times, want 1)", b.parked)
 	}
 }
+
+// TestClosedSchedulerIsNeverParked runs two schedulers over fake engines
+// that share a gate, closes the one that stepped last, and steps the
+// other: the gate must not park the closed engine, whose thread pool a
+// real context has freed by then.
+func TestClosedSchedulerIsNeverParked(t *testing.T) {
+	g := NewStepGate()
+	a, fa, stopA := runFake(t, 4096, Options{Parallel: 1, Steps: g})
+	b, fb, _ := runFake(t, 4096, Options{Parallel: 1, Steps: g})
+	reqs := fakeRequests(1, 4)
+	submitAll(t, b, reqs)
+	submitAll(t, a, reqs) // a steps last, b sleeps: b was parked
+	fb.mu.Lock()
+	parkedB := fb.parks
+	fb.mu.Unlock()
+	if parkedB == 0 {
+		t.Fatal("the turn passed from b to a, yet b's threads were never parked")
+	}
+	stopA()
+	submitAll(t, b, reqs)
+	fa.mu.Lock()
+	defer fa.mu.Unlock()
+	if fa.parkedClosed != 0 {
+		t.Fatalf("the gate parked a's threads %d times after a was closed", fa.parkedClosed)
+	}
+}

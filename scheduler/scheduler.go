@@ -217,7 +217,8 @@ type Scheduler struct {
 	counters Stats
 	touched  map[*Stream]struct{} // streams that got events this step
 	handoffT *time.Timer
-	split    splitter // runs a few single-token rows one at a time when that is faster
+	split    splitter     // runs a few single-token rows one at a time when that is faster
+	parker   threadParker // the engine, when the step gate can park its threads (else nil)
 	// Adapter groups: group 0 is the base model; each loaded adapter has
 	// a group of its own, which is also its KV namespace.
 	adapters  map[string]*adapterGroup
@@ -303,8 +304,9 @@ func newScheduler(be backend, o Options) (*Scheduler, error) {
 		b.Close()
 		return nil, err
 	}
+	parker, _ := be.engine.(threadParker)
 	return &Scheduler{
-		vocab: be.vocab, opts: o, be: be, ctx: be.engine, batch: b, cache: cache, seqCells: be.seqCells,
+		vocab: be.vocab, opts: o, be: be, ctx: be.engine, batch: b, cache: cache, seqCells: be.seqCells, parker: parker,
 		submit:    make(chan *request, o.MaxQueue),
 		wake:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
@@ -332,6 +334,9 @@ func (s *Scheduler) SeqContext() int { return s.seqCells }
 func (s *Scheduler) Close() {
 	<-s.done
 	s.batch.Close()
+	if s.opts.Steps != nil && s.parker != nil {
+		s.opts.Steps.forget(s.parker) // before the engine's threads are freed
+	}
 	if s.be.close != nil {
 		s.be.close()
 	}

@@ -173,7 +173,7 @@ func (s *Scheduler) step() {
 		// Single-token rows that the engine evaluates faster one at a
 		// time (see splitter): still one step of the plan.
 		for i := range items {
-			if !s.evaluate(items[i:i+1]) {
+			if !s.evaluate(items[i : i+1]) {
 				break
 			}
 			ran = true
@@ -216,8 +216,7 @@ func (s *Scheduler) evaluate(items []work) bool {
 		}
 	}
 	if g := s.opts.Steps; g != nil {
-		p, _ := s.ctx.(threadParker)
-		g.acquire(p)
+		g.acquire(s.parker)
 	}
 	start := time.Now()
 	err := s.ctx.Decode(s.batch)
