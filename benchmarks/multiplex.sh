@@ -65,6 +65,11 @@ chmod +x "$work/serve"
 models=(--model "m1=$work/m1.gguf" --model "m2=$work/m2.gguf" --model "m3=$work/m3.gguf" --ollama-models "$work/no-ollama")
 printf -v M '%q ' "${models[@]}"
 bench="./bin/llmux bench --base-url http://127.0.0.1:$PORT --seed 1"
+# The `two` workload (16 streams, 128-token outputs): two models under
+# load ($two, after a server's start command) and one model ($one16).
+load="--dataset-name random --random-input-len 32 --random-output-len 128 --ignore-eos --warmup 2"
+two="$M --parallel 8 --max-models 2 && $bench --models m1,m2 --model-dist cycle --max-concurrency 16 --num-prompts 64 $load"
+one16="$M --parallel 16 --max-models 2 && $bench --model m1 --max-concurrency 16 --num-prompts 64 $load"
 
 for part in "${parts[@]}"; do
   case "$part" in
@@ -83,17 +88,14 @@ for part in "${parts[@]}"; do
     record pairs-churn-vs-one ./bin/llmux bench pairs --metric request_throughput --a "$RECORD_DIR/churn-swap-aware-b-[0-9].json" --b "$RECORD_DIR/one-model-[0-9].json"
     ;;
   two)
-    load="--dataset-name random --random-input-len 32 --random-output-len 128 --ignore-eos --warmup 2"
     interleave "$PAIRS" \
-      two-models "\"\$work/serve\" $M --parallel 8 --max-models 2 && $bench --models m1,m2 --model-dist cycle --max-concurrency 16 --num-prompts 64 $load --label two-models --output \"\$RECORD_DIR/two-models-\$PAIR.json\"" \
-      one-model16 "\"\$work/serve\" $M --parallel 16 --max-models 2 && $bench --model m1 --max-concurrency 16 --num-prompts 64 $load --label one-model --output \"\$RECORD_DIR/one-model16-\$PAIR.json\""
+      two-models "\"\$work/serve\" $two --label two-models --output \"\$RECORD_DIR/two-models-\$PAIR.json\"" \
+      one-model16 "\"\$work/serve\" $one16 --label one-model --output \"\$RECORD_DIR/one-model16-\$PAIR.json\""
     record pairs-two-vs-one ./bin/llmux bench pairs --metric output_throughput --a "$RECORD_DIR/two-models-[0-9].json" --b "$RECORD_DIR/one-model16-[0-9].json"
     ;;
   two-builds)
     : "${B:?two-builds: set B to the llmux binary to compare with}"
     record build-b "$B" version
-    load="--dataset-name random --random-input-len 32 --random-output-len 128 --ignore-eos --warmup 2"
-    two="$M --parallel 8 --max-models 2 && $bench --models m1,m2 --model-dist cycle --max-concurrency 16 --num-prompts 64 $load"
     interleave "$PAIRS" \
       two-models-a "\"\$work/serve\" $two --label a --output \"\$RECORD_DIR/two-models-a-\$PAIR.json\"" \
       two-models-b "LLMUX=\"$B\" \"\$work/serve\" $two --label b --output \"\$RECORD_DIR/two-models-b-\$PAIR.json\""
