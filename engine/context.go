@@ -13,6 +13,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"syscall"
 	"unsafe"
 )
 
@@ -57,6 +58,62 @@ type Context struct {
 	opts    ContextOptions
 	nVocab  int
 	adapter []AdapterRef
+	dec     *decoder
+}
+
+// decoder is a context's decode thread (llmux_decoder) and the pipe it
+// signals the end of a decode on. The read end is in Go's poller, so the
+// goroutine waiting for a step is parked, its P idle, rather than held in
+// a cgo call for the whole step: a P held in a cgo call is retaken by the
+// runtime's monitor thread, which then polls every 20µs for a while after
+// every step, each time taking a core from llama.cpp's compute threads. The
+// pool's calling thread also stays one thread instead of whichever Go
+// thread the goroutine last ran on.
+type decoder struct {
+	d    *C.struct_llmux_decoder
+	r    *os.File
+	w    int
+	done [1]byte
+}
+
+func newDecoder() (*decoder, error) {
+	var fds [2]int
+	if err := syscall.Pipe2(fds[:], syscall.O_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("decode thread: pipe: %w", err)
+	}
+	if err := syscall.SetNonblock(fds[0], true); err != nil {
+		syscall.Close(fds[0])
+		syscall.Close(fds[1])
+		return nil, fmt.Errorf("decode thread: pipe: %w", err)
+	}
+	d := C.llmux_decoder_new(C.int(fds[1]))
+	if d == nil {
+		syscall.Close(fds[0])
+		syscall.Close(fds[1])
+		return nil, errors.New("decode thread: could not start it")
+	}
+	return &decoder{d: d, r: os.NewFile(uintptr(fds[0]), "decode-done"), w: fds[1]}, nil
+}
+
+func (d *decoder) decode(c *C.struct_llama_context, b C.struct_llama_batch) (C.int32_t, error) {
+	C.llmux_decoder_submit(d.d, c, b)
+	for {
+		n, err := d.r.Read(d.done[:])
+		if n == 1 {
+			return C.llmux_decoder_result(d.d), nil
+		}
+		if err != nil {
+			// The decode may still be running; nothing else may touch the
+			// context, so the caller must treat it as lost.
+			return 0, fmt.Errorf("decode thread: waiting for the step: %w", err)
+		}
+	}
+}
+
+func (d *decoder) close() {
+	C.llmux_decoder_free(d.d)
+	d.r.Close()
+	syscall.Close(d.w)
 }
 
 // ErrNoKVSpace is returned by Decode when the KV cache has no room for the
@@ -136,7 +193,14 @@ func (m *Model) NewContext(opts ContextOptions) (*Context, error) {
 	}
 	o.Cells = int(C.llama_n_ctx(c))
 	pool := C.llmux_threadpool_attach(c, C.int(o.Threads))
-	return &Context{c: c, pool: pool, mem: C.llama_get_memory(c), model: m, opts: o, nVocab: m.nVocab}, nil
+	ctx := &Context{c: c, pool: pool, mem: C.llama_get_memory(c), model: m, opts: o, nVocab: m.nVocab}
+	d, err := newDecoder()
+	if err != nil {
+		ctx.Close()
+		return nil, fmt.Errorf("new context: %w", err)
+	}
+	ctx.dec = d
+	return ctx, nil
 }
 
 // graphReuseMu serializes context creation while LLAMA_GRAPH_REUSE_DISABLE,
@@ -163,6 +227,10 @@ func newLlamaContext(m *C.struct_llama_model, p C.struct_llama_context_params, n
 
 // Close frees the context and its KV cache.
 func (c *Context) Close() {
+	if c.dec != nil {
+		c.dec.close()
+		c.dec = nil
+	}
 	if c.c != nil {
 		C.llama_free(c.c)
 		c.c = nil
@@ -205,7 +273,10 @@ func (c *Context) Decode(b *Batch) error {
 		return fmt.Errorf("decode: batch of %d tokens exceeds the context's batch size %d", b.n, c.opts.Batch)
 	}
 	b.c.n_tokens = C.int32_t(b.n)
-	rc := C.llama_decode(c.c, b.c)
+	rc, err := c.dec.decode(c.c, b.c)
+	if err != nil {
+		return err
+	}
 	switch {
 	case rc == 0:
 		return nil

@@ -7,6 +7,11 @@
 #include <climits>
 #include <cstdint>
 #include <exception>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <unistd.h>
+#include <cerrno>
 
 extern "C" void llmuxGoLog(int level, char * text);
 
@@ -179,4 +184,86 @@ extern "C" void llmux_threadpool_free(struct ggml_threadpool * tp) {
     if (tp) {
         ggml_threadpool_free(tp);
     }
+}
+
+struct llmux_decoder {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool pending = false;
+    bool quit = false;
+    struct llama_context * ctx = nullptr;
+    struct llama_batch batch{};
+    int32_t rc = 0;
+    int fd = -1;
+    std::thread th;
+};
+
+static void llmux_decoder_loop(struct llmux_decoder * d) {
+    for (;;) {
+        struct llama_context * ctx;
+        struct llama_batch batch;
+        {
+            std::unique_lock<std::mutex> lk(d->mu);
+            d->cv.wait(lk, [d] { return d->pending || d->quit; });
+            if (d->quit) {
+                return;
+            }
+            ctx = d->ctx;
+            batch = d->batch;
+        }
+        int32_t rc;
+        try {
+            rc = llama_decode(ctx, batch);
+        } catch (...) {
+            rc = INT32_MIN;
+        }
+        {
+            std::lock_guard<std::mutex> lk(d->mu);
+            d->rc = rc;
+            d->pending = false;
+        }
+        const char one = 1;
+        while (write(d->fd, &one, 1) < 0 && errno == EINTR) {
+        }
+    }
+}
+
+extern "C" struct llmux_decoder * llmux_decoder_new(int notify_fd) {
+    auto * d = new llmux_decoder();
+    d->fd = notify_fd;
+    try {
+        d->th = std::thread(llmux_decoder_loop, d);
+    } catch (...) {
+        delete d;
+        return nullptr;
+    }
+    return d;
+}
+
+extern "C" void llmux_decoder_submit(struct llmux_decoder * d, struct llama_context * ctx, struct llama_batch batch) {
+    {
+        std::lock_guard<std::mutex> lk(d->mu);
+        d->ctx = ctx;
+        d->batch = batch;
+        d->pending = true;
+    }
+    d->cv.notify_one();
+}
+
+extern "C" int32_t llmux_decoder_result(struct llmux_decoder * d) {
+    std::lock_guard<std::mutex> lk(d->mu);
+    return d->rc;
+}
+
+extern "C" void llmux_decoder_free(struct llmux_decoder * d) {
+    if (!d) {
+        return;
+    }
+    {
+        std::lock_guard<std::mutex> lk(d->mu);
+        d->quit = true;
+    }
+    d->cv.notify_one();
+    d->th.join();
+    delete d;
 }

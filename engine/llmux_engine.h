@@ -58,6 +58,18 @@ void llmux_threadpool_free(struct ggml_threadpool * tp);
 // polling; the pool's next graph wakes them.
 void llmux_threadpool_park(struct ggml_threadpool * tp);
 
+// llmux_decoder runs a context's decodes on one thread of its own, so the
+// ggml pool's calling thread stays the same thread from step to step and
+// the caller's thread is free while a step computes. llmux_decoder_submit
+// hands it one llama_decode(ctx, batch) and returns at once; when the
+// decode ends the decoder writes one byte to notify_fd and
+// llmux_decoder_result returns llama_decode's value. One decode at a time.
+struct llmux_decoder;
+struct llmux_decoder * llmux_decoder_new(int notify_fd);
+void llmux_decoder_submit(struct llmux_decoder * d, struct llama_context * ctx, struct llama_batch batch);
+int32_t llmux_decoder_result(struct llmux_decoder * d);
+void llmux_decoder_free(struct llmux_decoder * d);
+
 // The calls below wrap llama.cpp's of the same name, which take request
 // data and may throw (a vocabulary without byte-fallback tokens throws
 // std::out_of_range on text it cannot map): an exception becomes the

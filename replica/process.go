@@ -2,6 +2,7 @@ package replica
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -206,7 +207,13 @@ func relayLog(log *slog.Logger, name string, r io.Reader) {
 	for sc.Scan() {
 		var rec map[string]any
 		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			log.Warn(sc.Text(), "replica", name)
+			level := slog.LevelWarn
+			if bytes.HasPrefix(sc.Bytes(), []byte("SCHED ")) {
+				// The Go runtime's scheduler trace, which a replica's
+				// GODEBUG schedtrace setting may print (see replicaEnv).
+				level = slog.LevelDebug
+			}
+			log.Log(context.Background(), level, sc.Text(), "replica", name)
 			continue
 		}
 		level := slog.LevelInfo

@@ -267,21 +267,55 @@ func (f *serveFlags) replicaThreads() int {
 }
 
 // replicaEnv is a replica process's environment: the serving process's,
-// with GOMAXPROCS=1 unless it sets one. A replica's Go code (its scheduler
-// loop and the socket it answers on) needs no more, and its engine threads
-// are llama.cpp's, outside the Go runtime's count; with more, the
-// runtime's idle threads spin for work on the cores where llama.cpp
-// computes, and a compute thread that loses its core stalls its partner at
-// the next barrier (benchmarks/README.md, night sitting). The serving
-// process keeps Go's default: with one P it served 16 streams slower.
+// with GOMAXPROCS=1 unless it sets one, and the runtime's monitor thread
+// kept out of deep sleep (replicaGodebug) unless GODEBUG names schedtrace.
+// A replica's Go code (its scheduler loop and the socket it answers on)
+// needs one P, and its engine threads are llama.cpp's, outside the Go
+// runtime's count; with more, the runtime's idle threads spin for work on
+// the cores where llama.cpp computes, and a compute thread that loses its
+// core stalls its partner at the next barrier (benchmarks/README.md, night
+// sitting). The serving process keeps Go's default: with one P it served
+// 16 streams slower.
 func replicaEnv(environ []string) []string {
-	for _, kv := range environ {
-		if strings.HasPrefix(kv, "GOMAXPROCS=") {
-			return environ
+	out := slices.Clip(environ)
+	procs, debug := false, -1
+	for i, kv := range environ {
+		switch {
+		case strings.HasPrefix(kv, "GOMAXPROCS="):
+			procs = true
+		case strings.HasPrefix(kv, "GODEBUG="):
+			debug = i
 		}
 	}
-	return append(slices.Clip(environ), "GOMAXPROCS=1")
+	if !procs {
+		out = append(out, "GOMAXPROCS=1")
+	}
+	switch {
+	case debug < 0:
+		out = append(out, "GODEBUG="+replicaGodebug)
+	case !strings.Contains(environ[debug], "schedtrace="):
+		out = slices.Clone(out)
+		if v := strings.TrimPrefix(environ[debug], "GODEBUG="); v != "" {
+			out[debug] = "GODEBUG=" + v + "," + replicaGodebug
+		} else {
+			out[debug] = "GODEBUG=" + replicaGodebug
+		}
+	}
+	return out
 }
+
+// replicaGodebug keeps a replica's runtime monitor thread (sysmon) from
+// deep sleep. Between engine steps a replica's only P is idle, so sysmon
+// sleeps deeply, and the first system call of every step's token (the
+// socket write) wakes it into polling every 20µs for a millisecond: some
+// 50 wake-ups a token, each taking a core from llama.cpp's compute
+// threads. A schedtrace period keeps it out of deep sleep; with nothing to
+// retake it then backs off to one wake-up every 10ms. The period (2^31-1
+// ms, about 24.8 days of the machine's uptime) is long enough that the
+// trace line it exists for is printed at most once a replica start on a
+// machine up longer than that (the replica's log relay files it at debug
+// level), and otherwise never.
+const replicaGodebug = "schedtrace=2147483647"
 
 // replicaCount is how many replica processes may run at once: --replicas,
 // or --max-replicas with autoscaling (placement and the thread shares are

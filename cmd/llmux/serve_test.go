@@ -150,20 +150,29 @@ func TestServeAutoscalingSettings(t *testing.T) {
 
 }
 
-// TestReplicasGetOneGoProc: a replica's environment is the serving
-// process's with GOMAXPROCS=1 added, unless it names a GOMAXPROCS, which
-// the replica then inherits unchanged.
-func TestReplicasGetOneGoProc(t *testing.T) {
-	env := []string{"PATH=/bin", "HOME=/root"}
-	got := replicaEnv(env)
-	if !slices.Equal(got, []string{"PATH=/bin", "HOME=/root", "GOMAXPROCS=1"}) {
-		t.Errorf("replicaEnv(%q) = %q", env, got)
-	}
-	if env[1] != "HOME=/root" || len(env) != 2 {
-		t.Errorf("replicaEnv changed its argument: %q", env)
-	}
-	set := []string{"GOMAXPROCS=4", "PATH=/bin"}
-	if got := replicaEnv(set); !slices.Equal(got, set) {
-		t.Errorf("replicaEnv(%q) = %q, want it unchanged", set, got)
+// TestReplicaEnvironment: a replica's environment is the serving
+// process's with GOMAXPROCS=1 and the sysmon setting added; a GOMAXPROCS
+// the serving process names is inherited unchanged, and so is a GODEBUG
+// that names schedtrace, while any other GODEBUG gains the setting.
+func TestReplicaEnvironment(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		env, out []string
+	}{
+		{"Neither", []string{"PATH=/bin", "HOME=/root"}, []string{"PATH=/bin", "HOME=/root", "GOMAXPROCS=1", "GODEBUG=" + replicaGodebug}},
+		{"GOMAXPROCSSet", []string{"GOMAXPROCS=4", "PATH=/bin"}, []string{"GOMAXPROCS=4", "PATH=/bin", "GODEBUG=" + replicaGodebug}},
+		{"OtherGODEBUG", []string{"GODEBUG=madvdontneed=1", "GOMAXPROCS=2"}, []string{"GODEBUG=madvdontneed=1," + replicaGodebug, "GOMAXPROCS=2"}},
+		{"EmptyGODEBUG", []string{"GODEBUG="}, []string{"GODEBUG=" + replicaGodebug, "GOMAXPROCS=1"}},
+		{"SchedtraceSet", []string{"GODEBUG=schedtrace=1000", "GOMAXPROCS=2"}, []string{"GODEBUG=schedtrace=1000", "GOMAXPROCS=2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := slices.Clone(tc.env)
+			if got := replicaEnv(in); !slices.Equal(got, tc.out) {
+				t.Errorf("replicaEnv(%q) = %q, want %q", tc.env, got, tc.out)
+			}
+			if !slices.Equal(in, tc.env) {
+				t.Errorf("replicaEnv changed its argument to %q", in)
+			}
+		})
 	}
 }
