@@ -422,20 +422,52 @@ func TestNoLeakAcrossLoads(t *testing.T) {
 	}
 }
 
-func rssKB(t testing.TB) int64 {
+func rssKB(t testing.TB) int64 { return procStatus(t, "VmRSS") }
+
+// procStatus is the number after KEY: in /proc/self/status.
+func procStatus(t testing.TB, key string) int64 {
 	data, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		t.Skip("no /proc/self/status")
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			var kb int64
-			fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(line, "VmRSS:")), "%d", &kb)
-			return kb
+		if strings.HasPrefix(line, key+":") {
+			var n int64
+			fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(line, key+":")), "%d", &n)
+			return n
 		}
 	}
-	t.Fatal("no VmRSS")
+	t.Fatalf("no %s in /proc/self/status", key)
 	return 0
+}
+
+// TestClosedContextsLeaveNoThreads: every context starts a decode thread
+// and a ggml pool; Close stops and joins them, so creating, using and
+// closing contexts one after another does not grow the process's threads.
+func TestClosedContextsLeaveNoThreads(t *testing.T) {
+	m := loadTiny(t)
+	cycle := func() {
+		ctx, err := m.NewContext(ContextOptions{Cells: 256, Threads: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ctx.Close()
+		b, _ := NewBatch(8, 1)
+		defer b.Close()
+		b.Add(1, 0, true, 0)
+		if err := ctx.Decode(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cycle() // the Go runtime's own threads for cgo calls start here
+	before := procStatus(t, "Threads")
+	const n = 24
+	for range n {
+		cycle()
+	}
+	if grown := procStatus(t, "Threads") - before; grown >= n/2 {
+		t.Fatalf("%d contexts created and closed left %d more threads (%d before)", n, grown, before)
+	}
 }
 
 // TestNothingAllowedIsAnError: when logit bias leaves no token, llama.cpp's
