@@ -156,8 +156,15 @@ func TestSlowSmallBatchesRunRowByRow(t *testing.T) {
 		if n := count(dearRows, 2); n > 20 {
 			t.Fatalf("2-row decodes dearer than two 1-row ones: %d of %d decodes still ran both rows", n, len(dearRows))
 		}
-		if want := int64(len(dearRows) - count(dearRows, 1)/2); steps != want {
-			t.Fatalf("%d decodes (%d of one row) make %d steps, the scheduler counted %d", len(dearRows), count(dearRows, 1), want, steps)
+		// Two 1-row decodes are one split step; a 1-row decode can also be
+		// a whole step when the second stream was admitted a step after
+		// the first (goroutine order, not the fake clock, decides that) and
+		// so also finishes a step later: two such steps, one at each end,
+		// which the formula counts as one. A scheduler counting decodes
+		// instead of steps would be 190 over.
+		want := int64(len(dearRows) - count(dearRows, 1)/2)
+		if steps < want || steps > want+1 {
+			t.Fatalf("%d decodes (%d of one row) make %d steps (%d if two were unaligned), the scheduler counted %d", len(dearRows), count(dearRows, 1), want, want+1, steps)
 		}
 	})
 }
