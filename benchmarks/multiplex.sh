@@ -24,6 +24,10 @@
 #          attn_q,attn_v,ffn_up) vs 16 streams on one adapter, and one
 #          adapter vs the base model; --parallel 16, 128-word prompts,
 #          128-token outputs; KV layout KV_LAYOUT (unified).
+#   two-replicas  the `two` workload on two replica processes
+#          (--replicas 2: half the threads each, the router keeping each
+#          model on the replica that loaded it) vs one model with 16
+#          streams on one replica: output tokens/s.
 #   two-builds  the `two` workload served by bin/llmux and by the binary
 #          B (a build before a change), alternately: output tokens/s.
 #
@@ -68,7 +72,8 @@ bench="./bin/llmux bench --base-url http://127.0.0.1:$PORT --seed 1"
 # The `two` workload (16 streams, 128-token outputs): two models under
 # load ($two, after a server's start command) and one model ($one16).
 load="--dataset-name random --random-input-len 32 --random-output-len 128 --ignore-eos --warmup 2"
-two="$M --parallel 8 --max-models 2 && $bench --models m1,m2 --model-dist cycle --max-concurrency 16 --num-prompts 64 $load"
+twobench="$bench --models m1,m2 --model-dist cycle --max-concurrency 16 --num-prompts 64 $load"
+two="$M --parallel 8 --max-models 2 && $twobench"
 one16="$M --parallel 16 --max-models 2 && $bench --model m1 --max-concurrency 16 --num-prompts 64 $load"
 
 for part in "${parts[@]}"; do
@@ -92,6 +97,12 @@ for part in "${parts[@]}"; do
       two-models "\"\$work/serve\" $two --label two-models --output \"\$RECORD_DIR/two-models-\$PAIR.json\"" \
       one-model16 "\"\$work/serve\" $one16 --label one-model --output \"\$RECORD_DIR/one-model16-\$PAIR.json\""
     record pairs-two-vs-one ./bin/llmux bench pairs --metric output_throughput --a "$RECORD_DIR/two-models-[0-9].json" --b "$RECORD_DIR/one-model16-[0-9].json"
+    ;;
+  two-replicas)
+    interleave "$PAIRS" \
+      two-replicas "\"\$work/serve\" $M --parallel 8 --max-models 2 --replicas 2 && $twobench --label two-replicas --output \"\$RECORD_DIR/two-replicas-\$PAIR.json\"" \
+      one-model16 "\"\$work/serve\" $one16 --label one-model --output \"\$RECORD_DIR/one-model16-\$PAIR.json\""
+    record pairs-two-replicas-vs-one ./bin/llmux bench pairs --metric output_throughput --a "$RECORD_DIR/two-replicas-[0-9].json" --b "$RECORD_DIR/one-model16-[0-9].json"
     ;;
   two-builds)
     : "${B:?two-builds: set B to the llmux binary to compare with}"
