@@ -81,16 +81,17 @@ func newDecoder() (*decoder, error) {
 	if err := syscall.Pipe2(fds[:], syscall.O_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("decode thread: pipe: %w", err)
 	}
-	if err := syscall.SetNonblock(fds[0], true); err != nil {
+	fail := func(err error) (*decoder, error) {
 		syscall.Close(fds[0])
 		syscall.Close(fds[1])
-		return nil, fmt.Errorf("decode thread: pipe: %w", err)
+		return nil, err
+	}
+	if err := syscall.SetNonblock(fds[0], true); err != nil {
+		return fail(fmt.Errorf("decode thread: pipe: %w", err))
 	}
 	d := C.llmux_decoder_new(C.int(fds[1]))
 	if d == nil {
-		syscall.Close(fds[0])
-		syscall.Close(fds[1])
-		return nil, errors.New("decode thread: could not start it")
+		return fail(errors.New("decode thread: could not start it"))
 	}
 	return &decoder{d: d, r: os.NewFile(uintptr(fds[0]), "decode-done"), w: fds[1]}, nil
 }

@@ -277,9 +277,9 @@ func (f *serveFlags) replicaThreads() int {
 // sitting). The serving process keeps Go's default: with one P it served
 // 16 streams slower.
 func replicaEnv(environ []string) []string {
-	out := slices.Clip(environ)
+	out := slices.Clone(environ)
 	procs, debug := false, -1
-	for i, kv := range environ {
+	for i, kv := range out {
 		switch {
 		case strings.HasPrefix(kv, "GOMAXPROCS="):
 			procs = true
@@ -293,13 +293,10 @@ func replicaEnv(environ []string) []string {
 	switch {
 	case debug < 0:
 		out = append(out, "GODEBUG="+replicaGodebug)
-	case !strings.Contains(environ[debug], "schedtrace="):
-		out = slices.Clone(out)
-		if v := strings.TrimPrefix(environ[debug], "GODEBUG="); v != "" {
-			out[debug] = "GODEBUG=" + v + "," + replicaGodebug
-		} else {
-			out[debug] = "GODEBUG=" + replicaGodebug
-		}
+	case out[debug] == "GODEBUG=":
+		out[debug] += replicaGodebug
+	case !strings.Contains(out[debug], "schedtrace="):
+		out[debug] += "," + replicaGodebug
 	}
 	return out
 }
