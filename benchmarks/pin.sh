@@ -41,26 +41,6 @@ pinned="$(OPENMP=1 benchmarks/native/build.sh)"
 pool="$(OPENMP=0 benchmarks/native/build.sh)"
 export work PORT THREADS pinned pool
 
-# summarize NAME_A NAME_B: for each batch size, each pair's A/B tok/s
-# ratio, their median and range, from the runs' record files.
-summarize() {
-  local a=$1 b=$2
-  for f in "$RECORD_DIR/$a"-[0-9]*.txt; do
-    g="$RECORD_DIR/$b-${f##*-}"
-    paste <(grep '^batch=' "$f") <(grep '^batch=' "$g")
-  done | awk -v a="$a" -v b="$b" '
-    { split($1, x, "="); batch = x[2]; split($2, ta, "="); split($4, tb, "=");
-      r[batch] = r[batch] " " ta[2] / tb[2] }
-    END {
-      for (batch in r) {
-        n = split(substr(r[batch], 2), v, " ");
-        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
-        med = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2;
-        printf "batch=%s %s/%s pairs=%s median=%.3f range=%.3f-%.3f\n", batch, a, b, substr(r[batch], 2), med, v[1], v[n]
-      }
-    }' | sort -t= -k2 -n
-}
-
 # overhead_ratios: for each pair, llmux's median time per output token
 # (--replicas 0 and 1) ÷ the harness's time per token (1000 / tok/s), for
 # both harness builds; then each column's median and range.
@@ -102,7 +82,7 @@ for part in "${parts[@]}"; do
     interleave "$PAIRS" \
       native-pinned "\"\$pinned\" \"\$work/bench.gguf\" $THREADS 1 4 16" \
       native-newer "\"\$newer\" \"\$work/bench.gguf\" $THREADS 1 4 16"
-    record pairs-pinned-vs-newer summarize native-pinned native-newer ;;
+    record pairs-pinned-vs-newer summarize_batches native-pinned native-newer ;;
   overhead)
     serve="benchmarks/serve-llmux.sh ./bin/llmux --model $work/bench.gguf --model-name bench --parallel 16 --ctx-size 16384 --threads $THREADS --replicas"
     bench="./bin/llmux bench --base-url http://127.0.0.1:$PORT --model bench --seed 1 --dataset-name random --random-input-len 32 --random-output-len 64 --ignore-eos --num-prompts $PROMPTS --max-concurrency 1 --warmup 2"

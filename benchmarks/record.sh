@@ -184,3 +184,35 @@ interleave() {
   done
   unset PAIR
 }
+
+# summarize_batches NAME_A NAME_B: for each batch size, each pair's A/B
+# tokens/s ratio, their median and range, from the record files NAME_A-N.txt
+# and NAME_B-N.txt of an interleave. It reads the native harness's lines
+# (`batch=4 tok/s=272.6`) and the engine's Go benchmark lines
+# (`BenchmarkDecode/.../batch=4-2  1  ... 272.6 tok/s`).
+summarize_batches() {
+  local a=$1 b=$2 f
+  for f in "$RECORD_DIR/$a"-[0-9]*.txt; do
+    paste <(_batch_rates "$f") <(_batch_rates "$RECORD_DIR/$b-${f##*-}")
+  done | awk -v a="$a" -v b="$b" '
+    $1 != $3 { print "summarize_batches: batch " $1 " of " a " paired with batch " $3 " of " b > "/dev/stderr"; exit 1 }
+    { r[$1] = r[$1] " " $2 / $4 }
+    END {
+      for (batch in r) {
+        n = split(substr(r[batch], 2), v, " ");
+        for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+        med = (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2;
+        printf "batch=%s %s/%s pairs=%s median=%.3f range=%.3f-%.3f\n", batch, a, b, substr(r[batch], 2), med, v[1], v[n]
+      }
+    }' | sort -t= -k2 -n
+}
+
+# _batch_rates FILE: "BATCH TOK/S" for each batch line of FILE, in order.
+_batch_rates() {
+  awk '
+    /^batch=[0-9]+ tok\/s=/ { split($1, x, "="); split($2, y, "="); print x[2], y[2]; next }
+    /^BenchmarkDecode\/.*batch=[0-9]+/ && / tok\/s/ {
+      match($1, /batch=[0-9]+/); batch = substr($1, RSTART + 6, RLENGTH - 6)
+      for (i = 2; i <= NF; i++) if ($i == "tok/s") print batch, $(i - 1)
+    }' "$1"
+}

@@ -235,3 +235,36 @@ func TestInterleaveRefusesFewPairs(t *testing.T) {
 		t.Error("y-1 ran after x-1 failed")
 	}
 }
+
+// TestSummarizeBatches: per-batch A/B ratios and their median from both
+// output formats, and a refusal of mismatched batches.
+func TestSummarizeBatches(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{
+		// the native harness's format
+		"h-1.txt": "threads=2\nbatch=1 tok/s=300.0\nbatch=4 tok/s=200\n",
+		"h-2.txt": "batch=1 tok/s=280\nbatch=4 tok/s=240\n",
+		"h-3.txt": "batch=1 tok/s=290\nbatch=4 tok/s=220\n",
+		"g-1.txt": "goos: linux\nBenchmarkDecode/model=bench/kv=perseq/batch=1-2 \t       1\t3817 ns/op\t       150.0 tok/s\nBenchmarkDecode/model=bench/kv=perseq/batch=4-2 \t       1\t3817 ns/op\t       100 tok/s\nPASS\n",
+		"g-2.txt": "BenchmarkDecode/model=bench/kv=perseq/batch=1-2 1 1 ns/op 200 tok/s\nBenchmarkDecode/model=bench/kv=perseq/batch=4-2 1 1 ns/op 200 tok/s\n",
+		"g-3.txt": "BenchmarkDecode/model=bench/kv=perseq/batch=1-2 1 1 ns/op 290 tok/s\nBenchmarkDecode/model=bench/kv=perseq/batch=4-2 1 1 ns/op 110 tok/s\n",
+		"x-1.txt": "batch=2 tok/s=1\n",
+	}
+	for name, text := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, code := recordShell(t, dir, "summarize_batches h g")
+	if code != 0 {
+		t.Fatalf("status %d, output:\n%s", code, out)
+	}
+	want := "batch=1 h/g pairs=2 1.4 1 median=1.400 range=1.000-2.000\n" +
+		"batch=4 h/g pairs=2 1.2 2 median=2.000 range=1.200-2.000\n"
+	if out != want {
+		t.Errorf("got:\n%s\nwant:\n%s", out, want)
+	}
+	if out, code := recordShell(t, dir, "summarize_batches h x"); code == 0 || !strings.Contains(out, "paired with batch") {
+		t.Errorf("mismatched batches: status %d, output:\n%s", code, out)
+	}
+}

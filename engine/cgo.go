@@ -9,9 +9,15 @@ package engine
 /*
 #cgo CFLAGS: -std=c11
 #cgo CXXFLAGS: -std=c++17
+#cgo LDFLAGS: -Wl,--wrap=llamafile_sgemm
 #include <stdlib.h>
 #include "llama.h"
 #include "llmux_engine.h"
+
+#include <stdint.h>
+extern int llmux_gemm_min_rows;
+extern uint64_t llmux_gemm_declined;
+static uint64_t llmux_gemm_declined_load(void) { return __atomic_load_n(&llmux_gemm_declined, __ATOMIC_RELAXED); }
 */
 import "C"
 
@@ -32,3 +38,20 @@ func initBackend() {
 		C.llmux_log_install()
 	})
 }
+
+// SetGemmMinRows sets the batch sizes for which the CPU's matrix products
+// of Q8_0 and Q4_0 weights use ggml's own kernels instead of llamafile's
+// tinyBLAS: more than one row and fewer than n (default 7, measured on this
+// project's bench model: benchmarks/README.md). n <= 1 leaves ggml's
+// compiled choice everywhere. It applies to the whole process; call it
+// before the first Decode (it is read by ggml's threads during one). It
+// returns the previous setting.
+func SetGemmMinRows(n int) int {
+	prev := int(C.llmux_gemm_min_rows)
+	C.llmux_gemm_min_rows = C.int(n)
+	return prev
+}
+
+// gemmDeclined counts the matrix products (per thread) sent to ggml's own
+// kernels by the row-count rule.
+func gemmDeclined() uint64 { return uint64(C.llmux_gemm_declined_load()) }

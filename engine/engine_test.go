@@ -590,3 +590,79 @@ func TestParkedThreadsWakeForTheNextDecode(t *testing.T) {
 		t.Fatal("a Decode after ParkThreads did not finish within a minute: the pool was not woken")
 	}
 }
+
+// TestSmallBatchesTakeGgmlKernels checks the row-count rule of sgemm.c: a
+// decode of 2 to 6 rows of Q8_0 or Q4_0 weights declines tinyBLAS, one row,
+// 16 rows and F16 weights do not, and the logits of both kernel paths agree.
+func TestSmallBatchesTakeGgmlKernels(t *testing.T) {
+	// decode runs one step of rows single-token sequences on a fresh
+	// context and returns how many products took ggml's own kernels and
+	// the logits of every row.
+	decode := func(t *testing.T, m *Model, rows int) (uint64, [][]float32) {
+		t.Helper()
+		ctx, err := m.NewContext(ContextOptions{Cells: 512, Sequences: 16, Threads: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ctx.Close()
+		b, _ := NewBatch(16, 16)
+		defer b.Close()
+		for i := range rows {
+			b.Add(int32(10+i), 0, true, i)
+		}
+		before := gemmDeclined()
+		if err := ctx.Decode(b); err != nil {
+			t.Fatal(err)
+		}
+		declined := gemmDeclined() - before
+		out := make([][]float32, rows)
+		for i := range rows {
+			out[i] = slices.Clone(ctx.Logits(i))
+		}
+		return declined, out
+	}
+	for _, c := range []struct {
+		typ      models.TensorType
+		rows     int
+		declines bool
+	}{
+		{models.Q8_0, 1, false},
+		{models.Q8_0, 2, true},
+		{models.Q8_0, 4, true},
+		{models.Q8_0, 6, true},
+		{models.Q8_0, 7, false},
+		{models.Q8_0, 16, false},
+		{models.Q4_0, 4, true},
+		{models.F16, 4, false},
+	} {
+		t.Run(fmt.Sprintf("%s/rows=%d", c.typ, c.rows), func(t *testing.T) {
+			cfg := models.Presets["tiny"]
+			cfg.Type, cfg.Embedding, cfg.Heads, cfg.HeadsKV, cfg.FFN = c.typ, 256, 8, 4, 512
+			m, err := LoadModel(modeltest.Synth(t, cfg), ModelOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			declined, logits := decode(t, m, c.rows)
+			if got := declined > 0; got != c.declines {
+				t.Fatalf("%d products declined tinyBLAS; want declining: %v", declined, c.declines)
+			}
+			prev := SetGemmMinRows(0)
+			declinedOff, want := decode(t, m, c.rows)
+			SetGemmMinRows(prev)
+			if declinedOff != 0 {
+				t.Fatalf("with the rule off, %d products took ggml's own kernels", declinedOff)
+			}
+			for i := range logits {
+				var diff, scale float64
+				for j := range logits[i] {
+					diff = max(diff, math.Abs(float64(logits[i][j]-want[i][j])))
+					scale = max(scale, math.Abs(float64(want[i][j])))
+				}
+				if diff > 1e-3*scale+1e-4 {
+					t.Errorf("row %d: logits differ between the kernels by %g (largest logit %g)", i, diff, scale)
+				}
+			}
+		})
+	}
+}
