@@ -24,6 +24,14 @@
 #          attn_q,attn_v,ffn_up) vs 16 streams on one adapter, and one
 #          adapter vs the base model; --parallel 16, 128-word prompts,
 #          128-token outputs; KV layout KV_LAYOUT (unified).
+#   cold-adapter  time to first token of the first request for adapter a1
+#          of m1 (the adapter loads; m1 already warm) vs a second one, idle
+#          server, the same 32-word prompt, prefix reuse off so that the
+#          second request prefills it again: cold minus warm is the load.
+#   adapters-configured  the base model m1 on a server with the 8 adapters
+#          configured (decode-graph reuse off) vs on one without adapters
+#          (graph reuse on), the adapters workload at 1 and 16 streams:
+#          output tokens/s.
 #   two-replicas  the `two` workload on two replica processes
 #          (--replicas 2: half the threads each, the router keeping each
 #          model on the replica that loaded it) vs one model with 16
@@ -75,6 +83,21 @@ load="--dataset-name random --random-input-len 32 --random-output-len 128 --igno
 twobench="$bench --models m1,m2 --model-dist cycle --max-concurrency 16 --num-prompts 64 $load"
 two="$M --parallel 8 --max-models 2 && $twobench"
 one16="$M --parallel 16 --max-models 2 && $bench --model m1 --max-concurrency 16 --num-prompts 64 $load"
+
+# The adapters workloads: 8 rank-16 adapters of m1 (synthesized on first
+# use; $L holds their --lora flags), a server with them ($aserve) and the
+# workload ($aload: 16 streams, 128 tokens in and out).
+loras() {
+  local i a=()
+  for i in 1 2 3 4 5 6 7 8; do
+    [ -f "$work/a$i.gguf" ] || ./bin/llmux models synth-lora --base "$work/m1.gguf" --rank 16 --seed "$i" "$work/a$i.gguf" >/dev/null 2>&1
+    a+=(--lora "name=a$i,base=m1,path=$work/a$i.gguf")
+  done
+  printf -v L '%q ' "${a[@]}"
+  abase="\"\$work/serve\" --model m1=$work/m1.gguf --ollama-models $work/no-ollama --parallel 16 --ctx-size 16384 --kv-layout ${KV_LAYOUT:-unified}"
+  aserve="$abase $L"
+}
+aload="--dataset-name random --random-input-len 128 --random-output-len 128 --ignore-eos --max-concurrency 16 --num-prompts 32 --warmup 2"
 
 for part in "${parts[@]}"; do
   case "$part" in
@@ -131,14 +154,7 @@ for part in "${parts[@]}"; do
     record loads-during-streams grep -cE "model loaded.*model=m2" "$RECORD_DIR/serve.log" || true
     ;;
   adapters)
-    loras=()
-    for i in 1 2 3 4 5 6 7 8; do
-      [ -f "$work/a$i.gguf" ] || ./bin/llmux models synth-lora --base "$work/m1.gguf" --rank 16 --seed "$i" "$work/a$i.gguf" >/dev/null 2>&1
-      loras+=(--lora "name=a$i,base=m1,path=$work/a$i.gguf")
-    done
-    printf -v L '%q ' "${loras[@]}"
-    aserve="\"\$work/serve\" --model m1=$work/m1.gguf --ollama-models $work/no-ollama $L --parallel 16 --ctx-size 16384 --kv-layout ${KV_LAYOUT:-unified}"
-    aload="--dataset-name random --random-input-len 128 --random-output-len 128 --ignore-eos --max-concurrency 16 --num-prompts 32 --warmup 2"
+    loras
     interleave "$PAIRS" \
       adapters-8 "$aserve && $bench --models a1,a2,a3,a4,a5,a6,a7,a8 --model-dist cycle $aload --label eight-adapters --output \"\$RECORD_DIR/adapters-8-\$PAIR.json\"" \
       adapters-1 "$aserve && $bench --model a1 $aload --label one-adapter --output \"\$RECORD_DIR/adapters-1-\$PAIR.json\""
@@ -147,6 +163,22 @@ for part in "${parts[@]}"; do
       adapter-one "$aserve && $bench --model a1 $aload --label one-adapter --output \"\$RECORD_DIR/adapter-one-\$PAIR.json\"" \
       base-alone "$aserve && $bench --model m1 $aload --label base --output \"\$RECORD_DIR/base-alone-\$PAIR.json\""
     record pairs-adapter-vs-base ./bin/llmux bench pairs --metric output_throughput --a "$RECORD_DIR/adapter-one-[0-9].json" --b "$RECORD_DIR/base-alone-[0-9].json"
+    ;;
+  cold-adapter)
+    loras
+    short="--dataset-name random --random-input-len 32 --random-output-len 8 --ignore-eos --num-prompts 1 --max-concurrency 1 --warmup 0"
+    interleave "$PAIRS" \
+      cold-adapter "$aserve --no-prefix-cache && $bench --model m1 $short --label base-first --output \"\$RECORD_DIR/base-first-\$PAIR.json\" && $bench --model a1 $short --label cold-adapter --output \"\$RECORD_DIR/cold-adapter-\$PAIR.json\"" \
+      warm-adapter "$bench --model a1 $short --label warm-adapter --output \"\$RECORD_DIR/warm-adapter-\$PAIR.json\""
+    record pairs-cold-vs-warm-adapter ./bin/llmux bench pairs --metric ttft.median_ms --a "$RECORD_DIR/cold-adapter-[0-9].json" --b "$RECORD_DIR/warm-adapter-[0-9].json"
+    record adapter-load-log grep -iE 'adapter' "$RECORD_DIR/serve.log" || true
+    ;;
+  adapters-configured)
+    loras
+    interleave "$PAIRS" \
+      base-with-adapters "$aserve && $bench --model m1 ${aload/--max-concurrency 16/--max-concurrency 1,16} --label with-adapters --output \"\$RECORD_DIR/base-with-adapters-\$PAIR.json\"" \
+      base-without-adapters "$abase && $bench --model m1 ${aload/--max-concurrency 16/--max-concurrency 1,16} --label without-adapters --output \"\$RECORD_DIR/base-without-adapters-\$PAIR.json\""
+    record pairs-base-adapters-configured ./bin/llmux bench pairs --metric output_throughput --a "$RECORD_DIR/base-with-adapters-[0-9].json" --b "$RECORD_DIR/base-without-adapters-[0-9].json"
     ;;
   *) echo "multiplex: unknown part $part" >&2; exit 2 ;;
   esac
