@@ -24,6 +24,6 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 go test -c -o "$work/engine.test" ./engine
 export work BATCHES KV
-run='"$work/engine.test" -test.run "^$" -test.bench "^BenchmarkDecode$" -test.benchtime 1x -engine.models bench -engine.kv "$KV" -engine.batches "$BATCHES" -engine.gemm-min-rows'
-interleave "$PAIRS" rule "$run 7" compiled "$run 0"
+run='"$work/engine.test" -test.run "^$" -test.bench "^BenchmarkDecode$" -test.benchtime 1x -engine.models bench -engine.kv "$KV" -engine.batches "$BATCHES"'
+interleave "$PAIRS" rule "$run" compiled "$run -engine.gemm-min-rows 0"
 record pairs-kernels summarize_batches rule compiled

@@ -175,9 +175,10 @@ for part in "${parts[@]}"; do
     ;;
   adapters-configured)
     loras
+    both="$bench --model m1 ${aload/--max-concurrency 16/--max-concurrency 1,16}"
     interleave "$PAIRS" \
-      base-with-adapters "$aserve && $bench --model m1 ${aload/--max-concurrency 16/--max-concurrency 1,16} --label with-adapters --output \"\$RECORD_DIR/base-with-adapters-\$PAIR.json\"" \
-      base-without-adapters "$abase && $bench --model m1 ${aload/--max-concurrency 16/--max-concurrency 1,16} --label without-adapters --output \"\$RECORD_DIR/base-without-adapters-\$PAIR.json\""
+      base-with-adapters "$aserve && $both --label with-adapters --output \"\$RECORD_DIR/base-with-adapters-\$PAIR.json\"" \
+      base-without-adapters "$abase && $both --label without-adapters --output \"\$RECORD_DIR/base-without-adapters-\$PAIR.json\""
     record pairs-base-adapters-configured ./bin/llmux bench pairs --metric output_throughput --a "$RECORD_DIR/base-with-adapters-[0-9].json" --b "$RECORD_DIR/base-without-adapters-[0-9].json"
     ;;
   *) echo "multiplex: unknown part $part" >&2; exit 2 ;;

@@ -52,6 +52,9 @@ func SetGemmMinRows(n int) int {
 	return prev
 }
 
+// gemmMinRows is the current bound (SetGemmMinRows; sgemm.c holds the default).
+func gemmMinRows() int { return int(C.llmux_gemm_min_rows) }
+
 // gemmDeclined counts the matrix products (per thread) sent to ggml's own
 // kernels by the row-count rule.
 func gemmDeclined() uint64 { return uint64(C.llmux_gemm_declined_load()) }

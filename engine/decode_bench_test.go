@@ -12,7 +12,7 @@ var (
 	benchKV      = flag.String("engine.kv", "unified,perseq", "KV layouts for BenchmarkDecode")
 	benchBatches = flag.String("engine.batches", "1,4,16,64", "batch sizes for BenchmarkDecode")
 	benchFA      = flag.String("engine.fa", "auto", "flash attention for BenchmarkDecode: auto, on, off")
-	benchGemm    = flag.Int("engine.gemm-min-rows", 7, "BenchmarkDecode: batches of 2 to this-1 rows use ggml's own mat-mul kernels (SetGemmMinRows; 0: ggml's compiled choice)")
+	benchGemm    = flag.Int("engine.gemm-min-rows", gemmMinRows(), "BenchmarkDecode: batches of 2 to this-1 rows use ggml's own mat-mul kernels (SetGemmMinRows; 0: ggml's compiled choice)")
 )
 
 var benchModels = flag.String("engine.models", "bench,stories", "comma-separated models for BenchmarkDecode: bench (synthesized ~86M), stories (stories260K), tiny, small")
