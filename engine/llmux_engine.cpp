@@ -9,6 +9,7 @@
 #include <exception>
 #include <condition_variable>
 #include <mutex>
+#include <sched.h>
 #include <thread>
 #include <unistd.h>
 #include <cerrno>
@@ -195,6 +196,7 @@ struct llmux_decoder {
     struct llama_batch batch{};
     int32_t rc = 0;
     int fd = -1;
+    bool yield_on_submit = false;
     std::thread th;
 };
 
@@ -228,9 +230,10 @@ static void llmux_decoder_loop(struct llmux_decoder * d) {
     }
 }
 
-extern "C" struct llmux_decoder * llmux_decoder_new(int notify_fd) {
+extern "C" struct llmux_decoder * llmux_decoder_new(int notify_fd, bool yield_on_submit) {
     auto * d = new llmux_decoder();
     d->fd = notify_fd;
+    d->yield_on_submit = yield_on_submit;
     try {
         d->th = std::thread(llmux_decoder_loop, d);
     } catch (...) {
@@ -248,6 +251,9 @@ extern "C" void llmux_decoder_submit(struct llmux_decoder * d, struct llama_cont
         d->pending = true;
     }
     d->cv.notify_one();
+    if (d->yield_on_submit) {
+        sched_yield();
+    }
 }
 
 extern "C" int32_t llmux_decoder_result(struct llmux_decoder * d) {
