@@ -89,23 +89,12 @@ func newDecoder() (*decoder, error) {
 	if err := syscall.SetNonblock(fds[0], true); err != nil {
 		return fail(fmt.Errorf("decode thread: pipe: %w", err))
 	}
-	d := C.llmux_decoder_new(C.int(fds[1]), C.bool(yieldOnSubmit()))
+	d := C.llmux_decoder_new(C.int(fds[1]))
 	if d == nil {
 		return fail(errors.New("decode thread: could not start it"))
 	}
 	return &decoder{d: d, r: os.NewFile(uintptr(fds[0]), "decode-done"), w: fds[1]}, nil
 }
-
-// yieldOnSubmit reports whether a decode's submitter should give up its
-// core once the decode thread is woken. The kernel queues the woken thread
-// on the submitter's core, behind whatever that thread runs next: here the
-// step's tokens on their way out. With one P (a replica process) the
-// submitting thread is the one that would run them, and yielding lets the
-// decode go first, the tokens' way out then overlapping it on whichever
-// core the compute leaves. With more Ps the runqueue may hold the
-// runtime's other threads instead, and yielding measured slower
-// (benchmarks/README.md, sitting of 2026-11-23, morning).
-func yieldOnSubmit() bool { return runtime.GOMAXPROCS(0) == 1 }
 
 func (d *decoder) decode(c *C.struct_llama_context, b C.struct_llama_batch) (C.int32_t, error) {
 	C.llmux_decoder_submit(d.d, c, b)

@@ -9,7 +9,6 @@
 #include <exception>
 #include <condition_variable>
 #include <mutex>
-#include <sched.h>
 #include <thread>
 #include <unistd.h>
 #include <cerrno>
@@ -196,7 +195,6 @@ struct llmux_decoder {
     struct llama_batch batch{};
     int32_t rc = 0;
     int fd = -1;
-    bool yield_on_submit = false;
     std::thread th;
 };
 
@@ -230,10 +228,9 @@ static void llmux_decoder_loop(struct llmux_decoder * d) {
     }
 }
 
-extern "C" struct llmux_decoder * llmux_decoder_new(int notify_fd, bool yield_on_submit) {
+extern "C" struct llmux_decoder * llmux_decoder_new(int notify_fd) {
     auto * d = new llmux_decoder();
     d->fd = notify_fd;
-    d->yield_on_submit = yield_on_submit;
     try {
         d->th = std::thread(llmux_decoder_loop, d);
     } catch (...) {
@@ -251,9 +248,6 @@ extern "C" void llmux_decoder_submit(struct llmux_decoder * d, struct llama_cont
         d->pending = true;
     }
     d->cv.notify_one();
-    if (d->yield_on_submit) {
-        sched_yield();
-    }
 }
 
 extern "C" int32_t llmux_decoder_result(struct llmux_decoder * d) {

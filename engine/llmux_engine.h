@@ -64,11 +64,8 @@ void llmux_threadpool_park(struct ggml_threadpool * tp);
 // hands it one llama_decode(ctx, batch) and returns at once; when the
 // decode ends the decoder writes one byte to notify_fd and
 // llmux_decoder_result returns llama_decode's value. One decode at a time.
-// With yield_on_submit, llmux_decoder_submit gives up the caller's core
-// (sched_yield) once it has woken the decode thread, so that the decode
-// starts before the rest of the caller's work rather than after it.
 struct llmux_decoder;
-struct llmux_decoder * llmux_decoder_new(int notify_fd, bool yield_on_submit);
+struct llmux_decoder * llmux_decoder_new(int notify_fd);
 void llmux_decoder_submit(struct llmux_decoder * d, struct llama_context * ctx, struct llama_batch batch);
 int32_t llmux_decoder_result(struct llmux_decoder * d);
 void llmux_decoder_free(struct llmux_decoder * d);
