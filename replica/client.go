@@ -19,18 +19,6 @@ type Client struct {
 
 var _ llm.Backend = (*Client)(nil)
 
-// Flow-control windows of the connection to a replica, fixed. With gRPC's
-// default, dynamic windows, the receiving side probes the connection's
-// bandwidth after data arrives whenever no probe is outstanding (a BDP
-// ping, which the other process must wake to answer): a stream of small
-// events, one per engine step, set off a ping round trip for nearly every
-// token. Events are small and the peer is local, so fixed windows lose
-// nothing; a window only bounds how far a sender runs ahead of its reader.
-const (
-	streamWindow = 1 << 20
-	connWindow   = 16 << 20
-)
-
 // Dial connects to the replica serving on the Unix socket at path. name
 // is used in errors.
 func Dial(name, path string) (*Client, error) {
@@ -40,8 +28,6 @@ func Dial(name, path string) (*Client, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
 		}),
-		grpc.WithStaticStreamWindowSize(streamWindow),
-		grpc.WithStaticConnWindowSize(connWindow),
 		grpc.WithDefaultCallOptions(grpc.ForceCodec(codec{})))
 	if err != nil {
 		return nil, fmt.Errorf("replica %s: %w", name, err)
@@ -138,11 +124,11 @@ func (c *Client) Generate(ctx context.Context, req *llm.Request) (llm.Stream, *l
 
 // stream is a Generate stream from a replica.
 type stream struct {
-	c      *Client
-	cs     grpc.ClientStream
-	cancel context.CancelFunc
-	header llm.Header
-	done   bool
+	c       *Client
+	cs      grpc.ClientStream
+	cancel  context.CancelFunc
+	header  llm.Header
+	done    bool
 }
 
 func (s *stream) Header() llm.Header { return s.header }

@@ -27,8 +27,7 @@ type service struct {
 // watches it goes away (then parentGone runs, if set). It returns when
 // the gRPC server has stopped.
 func Serve(ctx context.Context, ln net.Listener, backend llm.Backend, parentGone func()) error {
-	srv := grpc.NewServer(grpc.ForceServerCodec(codec{}),
-		grpc.StaticStreamWindowSize(streamWindow), grpc.StaticConnWindowSize(connWindow))
+	srv := grpc.NewServer(grpc.ForceServerCodec(codec{}))
 	svc := &service{backend: backend, parentGone: parentGone}
 	if c, ok := backend.(prometheus.Collector); ok {
 		reg := prometheus.NewRegistry()
