@@ -647,9 +647,11 @@ func TestSmallBatchesTakeGgmlKernels(t *testing.T) {
 			if got := declined > 0; got != c.declines {
 				t.Fatalf("%d products declined tinyBLAS; want declining: %v", declined, c.declines)
 			}
-			prev := SetGemmMinRows(0)
-			declinedOff, want := decode(t, m, c.rows)
-			SetGemmMinRows(prev)
+			// The rule off, restored even if decode stops the test.
+			declinedOff, want := func() (uint64, [][]float32) {
+				defer SetGemmMinRows(SetGemmMinRows(0))
+				return decode(t, m, c.rows)
+			}()
 			if declinedOff != 0 {
 				t.Fatalf("with the rule off, %d products took ggml's own kernels", declinedOff)
 			}
