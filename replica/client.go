@@ -14,6 +14,7 @@ import (
 // Client is an llm.Backend served by a replica process over a Unix socket.
 type Client struct {
 	name string
+	path string // the replica's socket, where each Generate stream connects
 	conn *grpc.ClientConn
 }
 
@@ -32,7 +33,7 @@ func Dial(name, path string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("replica %s: %w", name, err)
 	}
-	return &Client{name: name, conn: conn}, nil
+	return &Client{name: name, path: path, conn: conn}, nil
 }
 
 // Close closes the connection.
@@ -87,87 +88,6 @@ func (c *Client) Embed(ctx context.Context, req *llm.EmbedRequest) (*llm.EmbedRe
 func (c *Client) Load() llm.LoadInfo {
 	l, _ := call[empty, llm.LoadInfo](context.Background(), c, "Load", &empty{})
 	return l
-}
-
-var generateDesc = &grpc.StreamDesc{StreamName: "Generate", ServerStreams: true, ClientStreams: true}
-
-// Generate starts a request on the replica. Ending ctx cancels it there.
-func (c *Client) Generate(ctx context.Context, req *llm.Request) (llm.Stream, *llm.Error) {
-	sctx, cancel := context.WithCancel(ctx)
-	cs, err := c.conn.NewStream(sctx, generateDesc, "/"+serviceName+"/Generate")
-	if err != nil {
-		cancel()
-		return nil, c.unreachable(err)
-	}
-	if err := cs.SendMsg(&genUp{Request: req}); err != nil {
-		cancel()
-		return nil, c.unreachable(err)
-	}
-	var d genDown
-	if err := cs.RecvMsg(&d); err != nil {
-		cancel()
-		if ctx.Err() != nil {
-			return nil, llm.Errorf(llm.CodeCancelled, "", "request cancelled")
-		}
-		return nil, c.unreachable(err)
-	}
-	if d.Error != nil {
-		cancel()
-		return nil, d.Error
-	}
-	if d.Header == nil {
-		cancel()
-		return nil, llm.Errorf(llm.CodeInternal, "", "replica %s answered without a header", c.name)
-	}
-	return &stream{c: c, cs: cs, cancel: cancel, header: *d.Header}, nil
-}
-
-// stream is a Generate stream from a replica.
-type stream struct {
-	c       *Client
-	cs      grpc.ClientStream
-	cancel  context.CancelFunc
-	header  llm.Header
-	done    bool
-}
-
-func (s *stream) Header() llm.Header { return s.header }
-
-// Recv returns the next event. A replica that fails mid-stream ends the
-// stream with a final event carrying the error.
-func (s *stream) Recv(ctx context.Context) (llm.Event, bool) {
-	if s.done {
-		return llm.Event{}, false
-	}
-	stop := context.AfterFunc(ctx, s.cancel)
-	defer stop()
-	var d genDown
-	if err := s.cs.RecvMsg(&d); err != nil {
-		return s.fail(ctx, err)
-	}
-	if d.Event == nil {
-		return s.fail(ctx, fmt.Errorf("a message without an event"))
-	}
-	if d.Event.Final {
-		s.done = true
-		s.cancel()
-	}
-	return *d.Event, true
-}
-
-func (s *stream) fail(ctx context.Context, err error) (llm.Event, bool) {
-	s.done = true
-	s.cancel()
-	if ctx.Err() != nil {
-		return llm.Event{Final: true, Error: llm.Errorf(llm.CodeCancelled, "", "request cancelled")}, false
-	}
-	return llm.Event{Final: true, Error: llm.Errorf(llm.CodeUnavailable, "", "replica %s failed during the request: %v", s.c.name, err)}, true
-}
-
-// Close abandons the request on the replica.
-func (s *stream) Close() {
-	s.done = true
-	s.cancel()
 }
 
 var watchDesc = &grpc.StreamDesc{StreamName: "Watch", ServerStreams: true, ClientStreams: true}

@@ -1,10 +1,13 @@
 // Package replica carries the llm boundary across a process boundary: a
-// replica process serves an llm.Backend (its own multiplex pool) over
-// gRPC on a Unix socket, and the serving process reaches it through a
-// Client that is itself an llm.Backend. Messages are the llm package's
-// plain-data types, encoded as JSON by a codec registered here, so there
-// is no generated code and no code generator to install: the service is
-// described by hand (serviceDesc).
+// replica process serves an llm.Backend (its own multiplex pool) on a
+// Unix socket, and the serving process reaches it through a Client that
+// is itself an llm.Backend. Messages are the llm package's plain-data
+// types, encoded as JSON. Unary calls and the watch stream are gRPC, with
+// a JSON codec registered here, so there is no generated code and no
+// code generator to install: the service is described by hand
+// (serviceDesc). Generate streams have connections of their own on the
+// same socket, with length-prefixed frames (stream.go): one write and one
+// read per event.
 package replica
 
 import (
@@ -25,8 +28,8 @@ func (codec) Name() string                       { return "llmux-json" }
 
 const serviceName = "llmux.replica.v1.Replica"
 
-// Generate's messages. The client opens the stream with the request and
-// sends nothing more; the replica answers with the header (or an error),
+// Generate's frames. The client opens the connection with the request
+// and sends nothing more; the replica answers with the header (or an error),
 // then one message per event.
 type (
 	genUp struct {
@@ -70,8 +73,8 @@ func unary[In, Out any](name string, f func(ctx context.Context, b llm.Backend, 
 // answer wraps a backend call's result.
 func answer[T any](v T, e *llm.Error) reply[T] { return reply[T]{Value: v, Error: e} }
 
-// serviceDesc is the replica service: the llm.Backend methods, one gRPC
-// method each.
+// serviceDesc is the replica service: the llm.Backend methods but
+// Generate, one gRPC method each, and the watch stream.
 var serviceDesc = grpc.ServiceDesc{
 	ServiceName: serviceName,
 	HandlerType: (*any)(nil),
@@ -117,7 +120,6 @@ var serviceDesc = grpc.ServiceDesc{
 		}},
 	},
 	Streams: []grpc.StreamDesc{
-		{StreamName: "Generate", Handler: func(srv any, st grpc.ServerStream) error { return srv.(*service).generate(st) }, ServerStreams: true, ClientStreams: true},
 		{StreamName: "Watch", Handler: func(srv any, st grpc.ServerStream) error { return srv.(*service).watch(st) }, ServerStreams: true, ClientStreams: true},
 	},
 }
