@@ -5,7 +5,6 @@ import (
 	"net"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
@@ -46,9 +45,10 @@ func localPool(t *testing.T) (*multiplex.Pool, *scheduler.Scheduler) {
 	return p, sched
 }
 
-// overSocket serves backend on a Unix socket in this process and returns
-// a client of it.
-func overSocket(t testing.TB, backend llm.Backend) *Client {
+// serveOnSocket serves backend on a Unix socket in this process and
+// returns a client of it (the caller closes it), the function that stops
+// the server and Serve's result.
+func serveOnSocket(t testing.TB, backend llm.Backend) (*Client, context.CancelFunc, <-chan error) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "r.sock")
 	ln, err := net.Listen("unix", path)
@@ -56,16 +56,25 @@ func overSocket(t testing.TB, backend llm.Backend) *Client {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, ln, backend, nil) }()
+	served := make(chan error, 1)
+	go func() { served <- Serve(ctx, ln, backend, nil) }()
 	c, err := Dial("r0", path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c, cancel, served
+}
+
+// overSocket serves backend on a Unix socket in this process and returns
+// a client of it; the test's cleanup stops the server and checks Serve's
+// result.
+func overSocket(t testing.TB, backend llm.Backend) *Client {
+	t.Helper()
+	c, stop, served := serveOnSocket(t, backend)
 	t.Cleanup(func() {
 		c.Close()
-		cancel()
-		if err := <-done; err != nil {
+		stop()
+		if err := <-served; err != nil {
 			t.Errorf("serve: %v", err)
 		}
 	})
@@ -78,7 +87,7 @@ func TestCancellationCrossesTheSocket(t *testing.T) {
 	pool, sched := localPool(t)
 	c := overSocket(t, pool)
 	ctx, cancel := context.WithCancel(context.Background())
-	st, e := c.Generate(ctx, &llm.Request{Model: "tiny", Prompts: []llm.Prompt{{Text: "go on"}}, Params: llm.Params{MaxTokens: 100000, IgnoreEOS: true}})
+	st, e := c.Generate(ctx, longRequest())
 	if e != nil {
 		t.Fatal(e)
 	}
@@ -89,11 +98,5 @@ func TestCancellationCrossesTheSocket(t *testing.T) {
 	}
 	cancel()
 	st.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for sched.Stats().Running != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the replica still runs the abandoned request: %+v", sched.Stats())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitIdle(t, sched, "after the client abandoned the stream")
 }

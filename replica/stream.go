@@ -276,33 +276,33 @@ func (c *Client) Generate(ctx context.Context, req *llm.Request) (llm.Stream, *l
 	// Ending ctx closes the connection, which ends a read under way and
 	// cancels the request at the replica.
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	fail := func(err error) *llm.Error {
+	// refused closes the connection and passes e on.
+	refused := func(e *llm.Error) (llm.Stream, *llm.Error) {
 		stop()
 		conn.Close()
+		return nil, e
+	}
+	failed := func(err error) (llm.Stream, *llm.Error) {
 		if ctx.Err() != nil {
-			return llm.Errorf(llm.CodeCancelled, "", "request cancelled")
+			return refused(llm.Errorf(llm.CodeCancelled, "", "request cancelled"))
 		}
-		return c.unreachable(err)
+		return refused(c.unreachable(err))
 	}
 	w := bufio.NewWriter(conn)
 	_, _ = w.WriteString(streamMagic)
 	if err := writeFrame(w, &genUp{Request: req}); err != nil {
-		return nil, fail(err)
+		return failed(err)
 	}
 	r := bufio.NewReader(conn)
 	var d genDown
 	if err := readFrame(r, &d); err != nil {
-		return nil, fail(err)
+		return failed(err)
 	}
 	if d.Error != nil {
-		stop()
-		conn.Close()
-		return nil, d.Error
+		return refused(d.Error)
 	}
 	if d.Header == nil {
-		stop()
-		conn.Close()
-		return nil, llm.Errorf(llm.CodeInternal, "", "replica %s answered without a header", c.name)
+		return refused(llm.Errorf(llm.CodeInternal, "", "replica %s answered without a header", c.name))
 	}
 	return &stream{c: c, conn: conn, r: r, stop: stop, done: ctx.Done(), header: *d.Header}, nil
 }
@@ -347,15 +347,20 @@ func (s *stream) Recv(ctx context.Context) (llm.Event, bool) {
 
 func (s *stream) fail(ctx context.Context, err error) (llm.Event, bool) {
 	s.Close()
-	select {
-	case <-s.done:
-		return llm.Event{Final: true, Error: llm.Errorf(llm.CodeCancelled, "", "request cancelled")}, false
-	default:
-	}
-	if ctx.Err() != nil {
+	if ctx.Err() != nil || s.cancelled() {
 		return llm.Event{Final: true, Error: llm.Errorf(llm.CodeCancelled, "", "request cancelled")}, false
 	}
 	return llm.Event{Final: true, Error: llm.Errorf(llm.CodeUnavailable, "", "replica %s failed during the request: %v", s.c.name, err)}, true
+}
+
+// cancelled reports whether the Generate context has ended.
+func (s *stream) cancelled() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // Close abandons the request on the replica.

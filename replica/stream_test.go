@@ -4,11 +4,11 @@ import (
 	"context"
 	"encoding/binary"
 	"net"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/llmux/llmux/llm"
+	"github.com/llmux/llmux/scheduler"
 )
 
 // longRequest asks the tiny model for more tokens than any test waits for.
@@ -16,13 +16,14 @@ func longRequest() *llm.Request {
 	return &llm.Request{Model: "tiny", Prompts: []llm.Prompt{{Text: "go on"}}, Params: llm.Params{MaxTokens: 100000, IgnoreEOS: true}}
 }
 
-// waitIdle waits until the scheduler runs no sequence.
-func waitIdle(t *testing.T, running func() int, what string) {
+// waitIdle waits (10 s at most) until the replica's scheduler runs no
+// sequence.
+func waitIdle(t *testing.T, sched *scheduler.Scheduler, what string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for running() != 0 {
+	for sched.Stats().Running != 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: the replica still runs %d sequences", what, running())
+			t.Fatalf("%s: the replica still runs a sequence: %+v", what, sched.Stats())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -33,18 +34,7 @@ func waitIdle(t *testing.T, running func() int, what string) {
 // unavailable error, and the replica's scheduler frees the sequence.
 func TestStoppingAReplicaEndsItsOpenStreams(t *testing.T) {
 	pool, sched := localPool(t)
-	path := filepath.Join(t.TempDir(), "r.sock")
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, stop := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- Serve(ctx, ln, pool, nil) }()
-	c, err := Dial("r0", path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, stop, served := serveOnSocket(t, pool)
 	defer c.Close()
 	st, e := c.Generate(context.Background(), longRequest())
 	if e != nil {
@@ -75,7 +65,7 @@ func TestStoppingAReplicaEndsItsOpenStreams(t *testing.T) {
 			break
 		}
 	}
-	waitIdle(t, func() int { return sched.Stats().Running }, "after the server stopped")
+	waitIdle(t, sched, "after the server stopped")
 }
 
 // TestRecvWithItsOwnContextEndsWhenThatEnds reads a stream opened with a
@@ -112,7 +102,7 @@ func TestRecvWithItsOwnContextEndsWhenThatEnds(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Recv went on after its context ended")
 	}
-	waitIdle(t, func() int { return sched.Stats().Running }, "after the reader's context ended")
+	waitIdle(t, sched, "after the reader's context ended")
 }
 
 // TestABadStreamConnectionCostsOnlyItself opens Generate connections that
