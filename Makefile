@@ -59,7 +59,7 @@ test: setup build ## run every test (race detector on), each fuzz target for FUZ
 # FUZZ_SMOKE (a count of inputs: a duration can end in a spurious
 # "context deadline exceeded" in Go 1.26, golang/go#75804); `make fuzz`
 # fuzzes each for FUZZTIME.
-FUZZ_TARGETS := ./openai:FuzzRequests ./openai:FuzzToolStream ./models:FuzzInspect ./engine:FuzzDetokenizer ./engine:FuzzChatTemplate ./server:FuzzSSEEncoder
+FUZZ_TARGETS := ./openai:FuzzRequests ./chat:FuzzToolStream ./models:FuzzInspect ./engine:FuzzDetokenizer ./engine:FuzzChatTemplate ./server:FuzzSSEEncoder
 FUZZTIME ?= 1m
 FUZZ_SMOKE ?= 20000x
 

@@ -81,6 +81,8 @@ type ModelInfo struct {
 	// Defaults are the model's own sampling settings (the config's
 	// sampling:), for requests that leave them unset; nil: none.
 	Defaults *SamplingDefaults `json:"defaults,omitempty"`
+	// Chat is the model's chat format (nil where unknown).
+	Chat *ChatFormat `json:"chat,omitempty"`
 }
 
 // SamplingDefaults are a model's sampling settings (the config file's
@@ -168,11 +170,98 @@ func (l *LoadInfo) Tidy() {
 	l.Loading = slices.Compact(l.Loading)
 }
 
-// Message is one chat message, already in the form the chat template
-// receives (tool definitions and calls rendered as text).
+// Message is one chat message. The model's chat format (behind the
+// boundary) decides how its parts are written: a native template renders
+// reasoning and tool calls in the model's own syntax; the generic tool
+// form writes calls as JSON.
 type Message struct {
 	Role    string `json:"role"`
 	Content string `json:"content"`
+	// Reasoning is an earlier assistant turn's reasoning (most templates
+	// drop it).
+	Reasoning string `json:"reasoning,omitempty"`
+	// ToolCalls are an assistant turn's calls.
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
+	// ToolCallID and ToolName say which call a "tool" message answers.
+	ToolCallID string `json:"tool_call_id,omitempty"`
+	ToolName   string `json:"tool_name,omitempty"`
+}
+
+// Tool is a function the model may call.
+type Tool struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	// Parameters is the JSON schema of the arguments (empty: any object).
+	Parameters json.RawMessage `json:"parameters,omitempty"`
+}
+
+// ToolCall is one call of a function. Arguments is a JSON object as text.
+// In events, Index counts the calls of a choice (0, 1, ...).
+type ToolCall struct {
+	Index     int    `json:"index"`
+	ID        string `json:"id,omitempty"`
+	Name      string `json:"name"`
+	Arguments string `json:"arguments"`
+}
+
+// ToolChoiceMode says whether the model may, must or must not call tools.
+type ToolChoiceMode string
+
+const (
+	ToolsAuto     ToolChoiceMode = "auto"     // the model chooses (the default with tools)
+	ToolsNone     ToolChoiceMode = "none"     // tools are not offered
+	ToolsRequired ToolChoiceMode = "required" // at least one call
+	ToolsFunction ToolChoiceMode = "function" // a call of ToolChoice.Name
+)
+
+// ToolChoice is the request's tool_choice.
+type ToolChoice struct {
+	Mode ToolChoiceMode `json:"mode,omitempty"`
+	Name string         `json:"name,omitempty"` // ToolsFunction
+	// Single allows at most one call (parallel_tool_calls false).
+	Single bool `json:"single,omitempty"`
+}
+
+// Forced reports whether the choice demands a call.
+func (c ToolChoice) Forced() bool { return c.Mode == ToolsRequired || c.Mode == ToolsFunction }
+
+// Think turns a reasoning model's reasoning on or off.
+type Think string
+
+const (
+	ThinkDefault Think = ""    // as the model's format wants
+	ThinkOn      Think = "on"  // reasoning on
+	ThinkOff     Think = "off" // reasoning off, where the template allows
+	ThinkLow     Think = "low" // on, at an effort level (templates that know levels)
+	ThinkMedium  Think = "medium"
+	ThinkHigh    Think = "high"
+)
+
+// ChatFormat is how a model's chat is written and read, decided once per
+// model from its files and config.
+type ChatFormat struct {
+	// Template names what renders messages: a family renderer of the
+	// ollama module ("qwen3-vl-thinking"), a template of its index
+	// ("chatml", "llama3-instruct"), "ollama" (the store's template
+	// layer), a config file's path, "llama.cpp" (llama.cpp's built-in
+	// detection of the GGUF's template) or "none" (contents joined).
+	Template string `json:"template"`
+	// Source says where the choice came from: "config", "ollama",
+	// "gguf", "family", "llama.cpp" or "none".
+	Source string `json:"source"`
+	// Tools is the tool-call format: "native" (the template's own,
+	// parsed by Parser or by the template's tool-call tag) or "generic"
+	// (llmux's JSON form under a grammar).
+	Tools string `json:"tools"`
+	// Reasoning is how reasoning is separated: "parser" (the family
+	// parser), "tags" (the template's tags, as Tags shows) or "" (none).
+	Reasoning string `json:"reasoning,omitempty"`
+	// Parser is the ollama module's output parser, when one is used.
+	Parser string `json:"parser,omitempty"`
+	// Tags are the reasoning tags ("<think>", "</think>") for "tags".
+	Tags []string `json:"tags,omitempty"`
+	// Stop is the template's own stop words.
+	Stop []string `json:"stop,omitempty"`
 }
 
 // Prompt is one completions prompt: text, or token ids when Tokenized.
@@ -192,6 +281,11 @@ type Request struct {
 	Messages []Message `json:"messages,omitempty"`
 	Prompts  []Prompt  `json:"prompts,omitempty"`
 	Params   Params    `json:"params"`
+	// Tools the model may call, and whether it may or must (chat only).
+	Tools      []Tool     `json:"tools,omitempty"`
+	ToolChoice ToolChoice `json:"tool_choice,omitzero"`
+	// Think turns reasoning on or off (chat only).
+	Think Think `json:"think,omitempty"`
 	// Echo asks for the prompts' text in the Header.
 	Echo bool `json:"echo,omitempty"`
 	// TraceParent is the caller's W3C traceparent, carried to where the
@@ -293,14 +387,20 @@ type Alternative struct {
 // order. Index counts choices across all prompts of the request (prompt
 // p's choice i is p*N+i). The last event has Final set and carries the
 // request's Usage, and Error when the request as a whole failed.
+//
+// For chat, the model's format splits each choice's text: Text is content,
+// Reasoning the reasoning, ToolCalls the calls, each whole (a call is
+// emitted once its native syntax closes).
 type Event struct {
-	Index  int     `json:"index"`
-	Text   string  `json:"text,omitempty"`
-	Tokens []Token `json:"tokens,omitempty"`
-	Finish Finish  `json:"finish,omitempty"`
-	Error  *Error  `json:"error,omitempty"`
-	Final  bool    `json:"final,omitempty"`
-	Usage  *Usage  `json:"usage,omitempty"`
+	Index     int        `json:"index"`
+	Text      string     `json:"text,omitempty"`
+	Reasoning string     `json:"reasoning,omitempty"`
+	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
+	Tokens    []Token    `json:"tokens,omitempty"`
+	Finish    Finish     `json:"finish,omitempty"`
+	Error     *Error     `json:"error,omitempty"`
+	Final     bool       `json:"final,omitempty"`
+	Usage     *Usage     `json:"usage,omitempty"`
 	// At is when the backend emitted the event.
 	At time.Time `json:"at,omitzero"`
 }
@@ -308,10 +408,14 @@ type Event struct {
 // Usage counts a finished request's tokens and time, summed over its
 // prompts (timings: the first prompt's).
 type Usage struct {
-	PromptTokens     int     `json:"prompt_tokens"`
-	CompletionTokens int     `json:"completion_tokens"`
-	CachedTokens     int     `json:"cached_tokens,omitempty"`
-	Timings          Timings `json:"timings"`
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	CachedTokens     int `json:"cached_tokens,omitempty"`
+	// ReasoningTokens counts the completion tokens that went to
+	// reasoning (tokens of events that carried reasoning and nothing
+	// else).
+	ReasoningTokens int     `json:"reasoning_tokens,omitempty"`
+	Timings         Timings `json:"timings"`
 }
 
 // Timings split a request's life into phases.

@@ -35,6 +35,12 @@ type SynthConfig struct {
 	Type       TensorType `json:"type"`
 	Seed       uint64     `json:"seed"`
 	ByteTokens bool       `json:"byte_tokens"` // byte-fallback tokens in the vocab
+	// Arch is the architecture written: "llama" (the default) or "qwen3"
+	// (llama's tensors plus per-head query and key norms), so tests can
+	// load a model that chat-format choice recognizes by family.
+	Arch string `json:"arch,omitempty"`
+	// ChatTemplate is tokenizer.chat_template ("": a ChatML template).
+	ChatTemplate string `json:"chat_template,omitempty"`
 }
 
 // Presets are the model shapes the project uses by name.
@@ -87,6 +93,12 @@ func (c SynthConfig) withDefaults() SynthConfig {
 	if c.Type == "" {
 		c.Type = F32
 	}
+	if c.Arch == "" {
+		c.Arch = "llama"
+	}
+	if c.ChatTemplate == "" {
+		c.ChatTemplate = chatML
+	}
 	return c
 }
 
@@ -110,6 +122,8 @@ func (c SynthConfig) Validate() error {
 		return fmt.Errorf("context %d: want at least 16", c.Context)
 	case c.Vocab > 1<<20:
 		return fmt.Errorf("vocab %d: want at most %d", c.Vocab, 1<<20)
+	case c.Arch != "llama" && c.Arch != "qwen3":
+		return fmt.Errorf("arch %q: want llama or qwen3", c.Arch)
 	}
 	if _, err := ParseTensorType(string(c.Type)); err != nil {
 		return err
@@ -216,6 +230,14 @@ func (c SynthConfig) tensors() []*synthTensor {
 			mat(p+"attn_k.weight", e, kvDim, inv(e)),
 			mat(p+"attn_v.weight", e, kvDim, inv(e)),
 			mat(p+"attn_output.weight", e, e, inv(e)),
+		)
+		if c.Arch == "qwen3" {
+			head := e / uint64(c.Heads)
+			ts = append(ts,
+				&synthTensor{name: p + "attn_q_norm.weight", shape: []uint64{head}, typ: F32, std: 0.05, mean: 1, seed: c.Seed},
+				&synthTensor{name: p + "attn_k_norm.weight", shape: []uint64{head}, typ: F32, std: 0.05, mean: 1, seed: c.Seed})
+		}
+		ts = append(ts,
 			norm(p+"ffn_norm.weight"),
 			mat(p+"ffn_gate.weight", e, f, inv(e)),
 			mat(p+"ffn_up.weight", e, f, inv(e)),
@@ -228,7 +250,7 @@ func (c SynthConfig) tensors() []*synthTensor {
 // Progress is told how many bytes of tensor data are written so far.
 type Progress func(done, total int64)
 
-// Synthesize writes a llama-architecture GGUF model to path. The file is
+// Synthesize writes a llama-architecture (or qwen3) GGUF model to path. The file is
 // written beside path and renamed into place, so a reader never sees half of
 // it. The same config always gives the same bytes.
 func Synthesize(path string, cfg SynthConfig, progress Progress) error {
@@ -240,32 +262,33 @@ func Synthesize(path string, cfg SynthConfig, progress Progress) error {
 	if err != nil {
 		return fmt.Errorf("synthesize: %w", err)
 	}
+	a := c.Arch
 	kv := ggml.KV{
-		"general.architecture":                   "llama",
-		"general.type":                           "model",
-		"general.name":                           c.Name,
-		"general.description":                    "synthesized by llmux: random weights, not a trained model",
-		"general.file_type":                      c.Type.fileType(),
-		"llama.context_length":                   uint32(c.Context),
-		"llama.embedding_length":                 uint32(c.Embedding),
-		"llama.block_count":                      uint32(c.Layers),
-		"llama.feed_forward_length":              uint32(c.FFN),
-		"llama.attention.head_count":             uint32(c.Heads),
-		"llama.attention.head_count_kv":          uint32(c.HeadsKV),
-		"llama.rope.dimension_count":             uint32(c.Embedding / c.Heads),
-		"llama.rope.freq_base":                   float32(10000),
-		"llama.attention.layer_norm_rms_epsilon": float32(1e-5),
-		"llama.vocab_size":                       uint32(c.Vocab),
-		"tokenizer.ggml.model":                   "llama",
-		"tokenizer.ggml.tokens":                  voc.tokens,
-		"tokenizer.ggml.scores":                  voc.scores,
-		"tokenizer.ggml.token_type":              voc.types,
-		"tokenizer.ggml.bos_token_id":            uint32(BOSID),
-		"tokenizer.ggml.eos_token_id":            uint32(EOSID),
-		"tokenizer.ggml.unknown_token_id":        uint32(UnkID),
-		"tokenizer.ggml.add_bos_token":           true,
-		"tokenizer.ggml.add_eos_token":           false,
-		"tokenizer.chat_template":                chatML,
+		"general.architecture":                  a,
+		"general.type":                          "model",
+		"general.name":                          c.Name,
+		"general.description":                   "synthesized by llmux: random weights, not a trained model",
+		"general.file_type":                     c.Type.fileType(),
+		a + ".context_length":                   uint32(c.Context),
+		a + ".embedding_length":                 uint32(c.Embedding),
+		a + ".block_count":                      uint32(c.Layers),
+		a + ".feed_forward_length":              uint32(c.FFN),
+		a + ".attention.head_count":             uint32(c.Heads),
+		a + ".attention.head_count_kv":          uint32(c.HeadsKV),
+		a + ".rope.dimension_count":             uint32(c.Embedding / c.Heads),
+		a + ".rope.freq_base":                   float32(10000),
+		a + ".attention.layer_norm_rms_epsilon": float32(1e-5),
+		a + ".vocab_size":                       uint32(c.Vocab),
+		"tokenizer.ggml.model":                  "llama",
+		"tokenizer.ggml.tokens":                 voc.tokens,
+		"tokenizer.ggml.scores":                 voc.scores,
+		"tokenizer.ggml.token_type":             voc.types,
+		"tokenizer.ggml.bos_token_id":           uint32(BOSID),
+		"tokenizer.ggml.eos_token_id":           uint32(EOSID),
+		"tokenizer.ggml.unknown_token_id":       uint32(UnkID),
+		"tokenizer.ggml.add_bos_token":          true,
+		"tokenizer.ggml.add_eos_token":          false,
+		"tokenizer.chat_template":               c.ChatTemplate,
 	}
 	return writeGGUF(path, kv, c.tensors(), progress)
 }

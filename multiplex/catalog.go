@@ -62,6 +62,14 @@ type ModelConfig struct {
 	KVLayout string               `yaml:"kv_layout"` // "": server default; "unified" or "per-slot"
 	Adapters []AdapterConfig      `yaml:"adapters"`
 	Sampling llm.SamplingDefaults `yaml:"sampling"` // defaults for requests that leave them out
+	// ChatTemplate overrides the model's chat format: a family renderer's
+	// name, "gguf" (the GGUF's own template, not the ollama store's),
+	// "llama.cpp" (llama.cpp's heuristics), or a file in ollama's template
+	// syntax (a path with a slash or a .tmpl/.gotmpl name).
+	ChatTemplate string `yaml:"chat_template"`
+	// ToolFormat is "" or "native" (the format's own tool syntax, where it
+	// has one) or "generic" (llmux's JSON form under a grammar).
+	ToolFormat string `yaml:"tool_format"`
 }
 
 // AdapterConfig is one LoRA adapter of a base model. Scale 0 means 1.
@@ -80,6 +88,9 @@ type Entry struct {
 	Scale  float32     // adapters: scale (default 1)
 	Config ModelConfig // bases: the settings (Name filled in, Adapters cleared); adapters: zero value
 	Source string      // "config" (flags and config file), "models-dir", "ollama", "runtime"
+	// Ollama holds the chat layers of a base model served from ollama's
+	// store (nil otherwise).
+	Ollama *OllamaChat
 }
 
 // CatalogOptions lists where servable models come from.
@@ -167,7 +178,9 @@ func NewCatalog(o CatalogOptions) (*Catalog, error) {
 		}
 		c.skipped = append(c.skipped, skipped...)
 		for _, m := range models {
-			e := Entry{Name: m.Name, Kind: KindBase, Path: m.Path, Config: ModelConfig{Name: m.Name, Path: m.Path}, Source: SourceOllama}
+			chat := m.Chat
+			e := Entry{Name: m.Name, Kind: KindBase, Path: m.Path, Config: ModelConfig{Name: m.Name, Path: m.Path}, Source: SourceOllama, Ollama: &chat}
+			e.Config.Sampling = withOllamaParams(e.Config.Sampling, chat)
 			if err := c.insert(e); err != nil {
 				return nil, err
 			}
@@ -209,10 +222,11 @@ func modelLabel(m ModelConfig) string {
 // explicitEntries checks one configured model and returns its base entry
 // and its adapters' entries.
 func explicitEntries(m ModelConfig, store *OllamaStore) (Entry, []Entry, error) {
-	path, ollamaName, err := resolveModelPath(m.Path, store)
+	om, err := resolveModelPath(m.Path, store)
 	if err != nil {
 		return Entry{}, nil, err
 	}
+	path, ollamaName := om.Path, om.Name
 	name := m.Name
 	if name == "" {
 		name = ollamaName
@@ -235,6 +249,11 @@ func explicitEntries(m ModelConfig, store *OllamaStore) (Entry, []Entry, error) 
 	cfg.Name = name
 	cfg.Adapters = nil
 	base := Entry{Name: name, Kind: KindBase, Path: path, Config: cfg, Source: SourceConfig}
+	if ollamaName != "" {
+		chat := om.Chat
+		base.Ollama = &chat
+		base.Config.Sampling = withOllamaParams(base.Config.Sampling, chat)
+	}
 	var adapters []Entry
 	for j, a := range m.Adapters {
 		ap, err := resolveFile(a.Path)
@@ -291,6 +310,11 @@ func validateSettings(m ModelConfig) error {
 	default:
 		return fmt.Errorf("kv_layout %q: want %q or %q", m.KVLayout, KVLayoutUnified, KVLayoutPerSlot)
 	}
+	switch m.ToolFormat {
+	case "", "native", "generic":
+	default:
+		return fmt.Errorf("tool_format %q: want \"native\" or \"generic\"", m.ToolFormat)
+	}
 	s := m.Sampling
 	switch {
 	case s.Temperature != nil && !(*s.Temperature >= 0):
@@ -311,23 +335,50 @@ func validateSettings(m ModelConfig) error {
 // file, or else, when p looks like an ollama model name, the blob the
 // ollama store holds for it. ollamaName is the store's name for the model
 // when it came from the store.
-func resolveModelPath(p string, store *OllamaStore) (path, ollamaName string, err error) {
-	path, err = resolveFile(p)
+func resolveModelPath(p string, store *OllamaStore) (OllamaModel, error) {
+	path, err := resolveFile(p)
 	if err == nil || !errors.Is(err, fs.ErrNotExist) || !looksLikeOllamaName(p) {
-		return path, "", err
+		return OllamaModel{Path: path}, err
 	}
 	if store == nil {
-		return "", "", fmt.Errorf("path %q is not an existing file, and ollama lookup is off (no ollama store configured or found)", p)
+		return OllamaModel{}, fmt.Errorf("path %q is not an existing file, and ollama lookup is off (no ollama store configured or found)", p)
 	}
 	ref, perr := parseOllamaName(p)
 	if perr != nil {
-		return "", "", fmt.Errorf("path %q is not an existing file: %w", p, perr)
+		return OllamaModel{}, fmt.Errorf("path %q is not an existing file: %w", p, perr)
 	}
-	blob, lerr := store.lookupRef(ref)
+	m, lerr := store.lookupRef(ref)
 	if lerr != nil {
-		return "", "", fmt.Errorf("path %q is not an existing file, and not in the ollama store %q: %w", p, store.Root, lerr)
+		return OllamaModel{}, fmt.Errorf("path %q is not an existing file, and not in the ollama store %q: %w", p, store.Root, lerr)
 	}
-	return blob, ref.display(), nil
+	return m, nil
+}
+
+// withOllamaParams fills the sampling defaults a store model's params
+// layer sets where the config leaves them unset (the config wins). A
+// params layer that cannot be read leaves the defaults as they are; the
+// chat format's choice reports it.
+func withOllamaParams(d llm.SamplingDefaults, c OllamaChat) llm.SamplingDefaults {
+	p, err := c.ReadParams()
+	if err != nil {
+		return d
+	}
+	if d.Temperature == nil {
+		d.Temperature = p.Temperature
+	}
+	if d.TopP == nil {
+		d.TopP = p.TopP
+	}
+	if d.TopK == nil {
+		d.TopK = p.TopK
+	}
+	if d.MinP == nil {
+		d.MinP = p.MinP
+	}
+	if d.MaxTokens == nil {
+		d.MaxTokens = p.NumPredict
+	}
+	return d
 }
 
 // looksLikeOllamaName reports whether a configured path that is not a file
@@ -725,5 +776,9 @@ func (m ModelConfig) clone() ModelConfig {
 // cloneEntry copies e so callers cannot reach the catalog's memory.
 func cloneEntry(e Entry) Entry {
 	e.Config = e.Config.clone()
+	if e.Ollama != nil {
+		c := *e.Ollama
+		e.Ollama = &c
+	}
 	return e
 }

@@ -4,8 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 
+	"github.com/llmux/llmux/chat"
 	"github.com/llmux/llmux/engine"
 	"github.com/llmux/llmux/llm"
 	"github.com/llmux/llmux/models"
@@ -26,9 +30,14 @@ type EngineLoader struct {
 	// adapters: those in the catalog when it loads, and those registered
 	// later (AddAdapter), found by name on first use.
 	Catalog *Catalog
+	// ChatTemplate is the chat_template of models whose config sets none
+	// (--chat-template): "" chooses by the usual order, "gguf" keeps the
+	// GGUF's own template for models from ollama's store.
+	ChatTemplate string
 
-	mu    sync.Mutex // guards infos
+	mu    sync.Mutex // guards infos and chats
 	infos map[string]*models.Info
+	chats map[string]chat.Format // by entry name and path
 }
 
 func (d *EngineLoader) options(e Entry) scheduler.Options {
@@ -95,6 +104,74 @@ func (d *EngineLoader) inspect(path string) (*models.Info, error) {
 	return i, nil
 }
 
+// Chat decides e's chat format from its config, its ollama store layers
+// and its GGUF metadata (once per entry), for the load log, /v1/models and
+// every runner of the model alike.
+func (d *EngineLoader) Chat(e Entry) (chat.Format, error) {
+	i, err := d.inspect(e.Path)
+	if err != nil {
+		return chat.Format{}, err
+	}
+	key := e.Name + "\x00" + e.Path
+	d.mu.Lock()
+	fm, ok := d.chats[key]
+	d.mu.Unlock()
+	if ok {
+		return fm, nil
+	}
+	facts, err := chatFacts(e, i, d.ChatTemplate)
+	if err != nil {
+		return chat.Format{}, fmt.Errorf("model %s: %w", e.Name, err)
+	}
+	if fm, err = chat.Choose(facts); err != nil {
+		return chat.Format{}, fmt.Errorf("model %s: %w", e.Name, err)
+	}
+	d.mu.Lock()
+	if d.chats == nil {
+		d.chats = map[string]chat.Format{}
+	}
+	d.chats[key] = fm
+	d.mu.Unlock()
+	return fm, nil
+}
+
+// chatFacts gathers what a model's chat format is chosen from. A
+// chat_template naming a file (a path with a separator, or a .tmpl or
+// .gotmpl name) is read here.
+func chatFacts(e Entry, i *models.Info, fallback string) (chat.Facts, error) {
+	f := chat.Facts{Override: e.Config.ChatTemplate, ToolFormat: e.Config.ToolFormat, Architecture: i.Architecture, GGUFTemplate: i.ChatTemplate}
+	if f.Override == "" {
+		f.Override = fallback
+	}
+	if o := f.Override; strings.ContainsRune(o, filepath.Separator) || strings.HasSuffix(o, ".tmpl") || strings.HasSuffix(o, ".gotmpl") {
+		b, err := os.ReadFile(o)
+		if err != nil {
+			return f, fmt.Errorf("chat_template: %w", err)
+		}
+		if len(b) == 0 {
+			return f, fmt.Errorf("chat_template %s is empty", o)
+		}
+		f.OverrideText = string(b)
+	}
+	if c := e.Ollama; c != nil {
+		var o chat.Ollama
+		var err error
+		if o.Template, err = c.ReadTemplate(); err != nil {
+			return f, fmt.Errorf("ollama template layer: %w", err)
+		}
+		if o.Renderer, o.Parser, err = c.ReadConfig(); err != nil {
+			return f, err
+		}
+		p, err := c.ReadParams()
+		if err != nil {
+			return f, err
+		}
+		o.Stop = p.Stop
+		f.Ollama = &o
+	}
+	return f, nil
+}
+
 // Size estimates a model's memory (weights + KV cache for its context)
 // and what validation needs, from its GGUF metadata.
 func (d *EngineLoader) Size(e Entry) (int64, llm.ModelInfo, error) {
@@ -112,6 +189,10 @@ func (d *EngineLoader) Size(e Entry) (int64, llm.ModelInfo, error) {
 	}
 	parallel := max(o.Parallel, 1)
 	mi := llm.ModelInfo{VocabSize: int(i.VocabSize), Context: ctx, Parallel: parallel, Embedding: int(i.Embedding)}
+	if fm, err := d.Chat(e); err == nil {
+		c := fm.Info
+		mi.Chat = &c
+	}
 	if o.KVLayout == "per-slot" {
 		mi.Context = ctx / parallel
 	}
@@ -131,6 +212,10 @@ func (d *EngineLoader) Load(ctx context.Context, e Entry) (*Loaded, error) {
 		if err := checkAddressSpace(bytes); err != nil {
 			return nil, fmt.Errorf("load %s: %w", e.Name, err)
 		}
+	}
+	fm, err := d.Chat(e)
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", e.Name, err)
 	}
 	m, err := engine.LoadModel(e.Path, engine.ModelOptions{GPULayers: d.GPULayers, TensorSplit: d.TensorSplit, Progress: func(float32) bool { return ctx.Err() == nil }})
 	if err != nil {
@@ -153,9 +238,14 @@ func (d *EngineLoader) Load(ctx context.Context, e Entry) (*Loaded, error) {
 			logger.Error("scheduler stopped", "model", e.Name, "err", err)
 		}
 	}()
-	r := NewRunner(e.Name, sched)
+	r := newRunner(e.Name, sched, fm)
 	o := sched.Options()
-	logger.Info("model ready", "model", e.Name, "description", m.Description(), "parallel", o.Parallel, "ctx", o.Cells, "kv_layout", o.KVLayout, "seq_ctx", sched.SeqContext())
+	ci := fm.Info
+	logger.Info("model ready", "model", e.Name, "description", m.Description(), "parallel", o.Parallel, "ctx", o.Cells, "kv_layout", o.KVLayout, "seq_ctx", sched.SeqContext(),
+		"chat_template", ci.Template, "chat_source", ci.Source, "tool_format", ci.Tools, "reasoning", ci.Reasoning)
+	if fm.Heuristic() {
+		logger.Info("no known chat template: messages go through llama.cpp's template heuristics", "model", e.Name)
+	}
 	return &Loaded{Runner: r, Bytes: bytes, Close: func() {
 		stop()
 		<-done

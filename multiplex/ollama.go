@@ -19,13 +19,17 @@ import (
 //	<root>/blobs/sha256-<64 hex>                        layer contents
 //
 // A manifest's layer digest is written "sha256:<hex>" while the blob file
-// name uses a dash. Only the model layer (the GGUF) is used here; the
-// template, parameter, license and other layers are ignored.
+// name uses a dash. The model layer is the GGUF; the template layer (a Go
+// template), the params layer (sampling defaults and stop words) and the
+// config blob (the renderer and parser names) decide the model's chat
+// format, as they do in ollama. License and other layers are ignored.
 const (
-	ollamaDefaultHost      = "registry.ollama.ai"
-	ollamaDefaultNamespace = "library"
-	ollamaDefaultTag       = "latest"
-	ollamaModelMediaType   = "application/vnd.ollama.image.model"
+	ollamaDefaultHost       = "registry.ollama.ai"
+	ollamaDefaultNamespace  = "library"
+	ollamaDefaultTag        = "latest"
+	ollamaModelMediaType    = "application/vnd.ollama.image.model"
+	ollamaTemplateMediaType = "application/vnd.ollama.image.template"
+	ollamaParamsMediaType   = "application/vnd.ollama.image.params"
 	// ollamaMaxManifest bounds how much of a manifest file is read; real
 	// manifests are a few hundred bytes.
 	ollamaMaxManifest = 1 << 20
@@ -38,10 +42,18 @@ type OllamaStore struct{ Root string }
 // OllamaModel is one model found in an ollama store. Name is "model:tag"
 // for registry.ollama.ai/library, "namespace/model:tag" for other
 // namespaces on the default host and "host/namespace/model:tag" otherwise;
-// Path is the resolved path of its GGUF blob.
+// Path is the resolved path of its GGUF blob; Chat the blobs of its
+// template, params and config.
 type OllamaModel struct {
 	Name string
 	Path string
+	Chat OllamaChat
+}
+
+// OllamaChat holds the resolved paths of a store model's template layer,
+// params layer and config blob ("" where the manifest has none).
+type OllamaChat struct {
+	Template, Params, Config string
 }
 
 // DefaultOllamaDir returns the store root ollama itself uses: the value of
@@ -102,12 +114,12 @@ func (s OllamaStore) list() (models []OllamaModel, skipped []string, err error) 
 						skipped = append(skipped, fmt.Sprintf("ollama manifest %s: %v", filepath.Join(mdir, t.Name()), err))
 						continue
 					}
-					blob, err := s.lookupRef(ref)
+					m, err := s.lookupRef(ref)
 					if err != nil {
 						skipped = append(skipped, err.Error())
 						continue
 					}
-					models = append(models, OllamaModel{Name: ref.display(), Path: blob})
+					models = append(models, m)
 				}
 			}
 		}
@@ -143,30 +155,58 @@ func (s OllamaStore) Lookup(name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return s.lookupRef(ref)
+	m, err := s.lookupRef(ref)
+	return m.Path, err
 }
 
-// lookupRef returns the blob path of the model layer of ref's manifest.
-func (s OllamaStore) lookupRef(ref ollamaRef) (string, error) {
+// lookupRef reads ref's manifest: the blob path of its model layer, and
+// those of its chat layers. A chat layer whose blob is missing is left out
+// (the model is still served, with its GGUF's template).
+func (s OllamaStore) lookupRef(ref ollamaRef) (OllamaModel, error) {
 	rel := filepath.Join("manifests", ref.host, ref.namespace, ref.model, ref.tag)
 	manifest, err := Within(s.Root, rel)
 	if err != nil {
-		return "", fmt.Errorf("ollama model %q: no usable manifest %s: %w", ref.display(), filepath.Join(s.Root, rel), err)
+		return OllamaModel{}, fmt.Errorf("ollama model %q: no usable manifest %s: %w", ref.display(), filepath.Join(s.Root, rel), err)
 	}
-	digest, err := readModelDigest(manifest)
+	m, err := readManifest(manifest)
 	if err != nil {
-		return "", fmt.Errorf("ollama model %q: %w", ref.display(), err)
+		return OllamaModel{}, fmt.Errorf("ollama model %q: %w", ref.display(), err)
 	}
+	digest := m.digest(ollamaModelMediaType)
+	if digest == "" {
+		return OllamaModel{}, fmt.Errorf("ollama model %q: manifest %s has no %s layer", ref.display(), manifest, ollamaModelMediaType)
+	}
+	blob, err := s.blob(digest)
+	if err != nil {
+		return OllamaModel{}, fmt.Errorf("ollama model %q: manifest %s: %w", ref.display(), manifest, err)
+	}
+	out := OllamaModel{Name: ref.display(), Path: blob}
+	optional := func(digest string) string {
+		if digest == "" {
+			return ""
+		}
+		p, err := s.blob(digest)
+		if err != nil {
+			return ""
+		}
+		return p
+	}
+	out.Chat = OllamaChat{Template: optional(m.digest(ollamaTemplateMediaType)), Params: optional(m.digest(ollamaParamsMediaType)), Config: optional(m.Config.Digest)}
+	return out, nil
+}
+
+// blob resolves a layer digest to its regular file inside the store.
+func (s OllamaStore) blob(digest string) (string, error) {
 	file, err := blobFileName(digest)
 	if err != nil {
-		return "", fmt.Errorf("ollama model %q: manifest %s: %w", ref.display(), manifest, err)
+		return "", err
 	}
 	blob, err := Within(s.Root, filepath.Join("blobs", file))
 	if err != nil {
-		return "", fmt.Errorf("ollama model %q: blob of manifest %s: %w", ref.display(), manifest, err)
+		return "", fmt.Errorf("blob %s: %w", file, err)
 	}
 	if err := requireRegular(blob); err != nil {
-		return "", fmt.Errorf("ollama model %q: %w", ref.display(), err)
+		return "", err
 	}
 	return blob, nil
 }
@@ -175,35 +215,109 @@ func (s OllamaStore) lookupRef(ref ollamaRef) (string, error) {
 type ollamaManifest struct {
 	SchemaVersion int    `json:"schemaVersion"`
 	MediaType     string `json:"mediaType"`
-	Layers        []struct {
+	Config        struct {
+		Digest string `json:"digest"`
+	} `json:"config"`
+	Layers []struct {
 		MediaType string `json:"mediaType"`
 		Digest    string `json:"digest"`
 		Size      int64  `json:"size"`
 	} `json:"layers"`
 }
 
-// readModelDigest reads the manifest at path and returns the digest of its
-// model layer.
-func readModelDigest(path string) (string, error) {
+// digest is the digest of the manifest's first layer of that media type.
+func (m *ollamaManifest) digest(mediaType string) string {
+	for _, l := range m.Layers {
+		if l.MediaType == mediaType {
+			return l.Digest
+		}
+	}
+	return ""
+}
+
+// readManifest reads and decodes the manifest at path.
+func readManifest(path string) (*ollamaManifest, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", fmt.Errorf("read manifest: %w", err)
+		return nil, fmt.Errorf("read manifest: %w", err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, ollamaMaxManifest))
 	if err != nil {
-		return "", fmt.Errorf("read manifest %s: %w", path, err)
+		return nil, fmt.Errorf("read manifest %s: %w", path, err)
 	}
 	var m ollamaManifest
 	if err := json.Unmarshal(data, &m); err != nil {
-		return "", fmt.Errorf("manifest %s is not valid JSON: %w", path, err)
+		return nil, fmt.Errorf("manifest %s is not valid JSON: %w", path, err)
 	}
-	for _, l := range m.Layers {
-		if l.MediaType == ollamaModelMediaType {
-			return l.Digest, nil
-		}
+	return &m, nil
+}
+
+// OllamaParams is the part of a params layer llmux uses: sampling
+// defaults and stop words.
+type OllamaParams struct {
+	Temperature *float64 `json:"temperature"`
+	TopP        *float64 `json:"top_p"`
+	TopK        *int     `json:"top_k"`
+	MinP        *float64 `json:"min_p"`
+	NumPredict  *int     `json:"num_predict"`
+	Stop        []string `json:"stop"`
+}
+
+// ollamaMaxLayer bounds how much of a template, params or config blob is
+// read; real ones are a few KB.
+const ollamaMaxLayer = 1 << 20
+
+// readLayer reads a small blob ("" path: nothing).
+func readLayer(path string) ([]byte, error) {
+	if path == "" {
+		return nil, nil
 	}
-	return "", fmt.Errorf("manifest %s has no %s layer", path, ollamaModelMediaType)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, ollamaMaxLayer))
+}
+
+// ReadParams decodes a params layer; a layer that is not JSON gives its
+// error. Keys llmux has no use for are ignored.
+func (c OllamaChat) ReadParams() (OllamaParams, error) {
+	var p OllamaParams
+	b, err := readLayer(c.Params)
+	if err != nil || len(b) == 0 {
+		return p, err
+	}
+	if err := json.Unmarshal(b, &p); err != nil {
+		return p, fmt.Errorf("params layer %s: %w", c.Params, err)
+	}
+	if p.NumPredict != nil && *p.NumPredict < 0 {
+		p.NumPredict = nil // ollama's -1: no limit
+	}
+	return p, nil
+}
+
+// ReadConfig returns the config blob's renderer and parser names.
+func (c OllamaChat) ReadConfig() (renderer, parser string, err error) {
+	b, err := readLayer(c.Config)
+	if err != nil || len(b) == 0 {
+		return "", "", err
+	}
+	var cfg struct {
+		Renderer string `json:"renderer"`
+		Parser   string `json:"parser"`
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return "", "", fmt.Errorf("config blob %s: %w", c.Config, err)
+	}
+	return cfg.Renderer, cfg.Parser, nil
+}
+
+// ReadTemplate returns the template layer's text.
+func (c OllamaChat) ReadTemplate() (string, error) {
+	b, err := readLayer(c.Template)
+	return string(b), err
 }
 
 // blobFileName turns a layer digest "sha256:<64 hex>" (ollama also accepts

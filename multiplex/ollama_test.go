@@ -54,10 +54,10 @@ func TestOllamaList(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []OllamaModel{
-		{"alice/tiny:v1", blobs["d"]},
-		{"hf.co/bob/phi:q8", blobs["e"]},
-		{"llama3:8b-q4", blobs["b"]},
-		{"llama3:latest", blobs["a"]},
+		{Name: "alice/tiny:v1", Path: blobs["d"]},
+		{Name: "hf.co/bob/phi:q8", Path: blobs["e"]},
+		{Name: "llama3:8b-q4", Path: blobs["b"]},
+		{Name: "llama3:latest", Path: blobs["a"], Chat: OllamaChat{Template: blobs["d"]}},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("List:\n got %v\nwant %v", got, want)

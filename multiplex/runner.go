@@ -5,17 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
+	"slices"
 	"sync"
 
+	"github.com/llmux/llmux/chat"
 	"github.com/llmux/llmux/engine"
 	"github.com/llmux/llmux/llm"
 	"github.com/llmux/llmux/scheduler"
 )
 
 // Runner serves one loaded base model behind the llm boundary: it renders
-// chat templates, tokenizes, compiles JSON constraints to grammars,
-// submits to the model's scheduler and turns its events into llm events.
+// chats in the model's chat format, tokenizes, compiles JSON constraints to
+// grammars, submits to the model's scheduler and turns its events into llm
+// events (content, reasoning and tool calls split by the chat format).
 // It owns neither the model nor the scheduler: whoever loaded them closes
 // them after the runner is done.
 type Runner struct {
@@ -23,12 +25,24 @@ type Runner struct {
 	model *engine.Model
 	sched *scheduler.Scheduler
 	embed *embedder
+	chat  chat.Format
 }
 
-// NewRunner serves sched's model under name.
+// NewRunner serves sched's model under name, with the chat format its own
+// GGUF metadata gives (no config, no ollama store).
 func NewRunner(name string, sched *scheduler.Scheduler) *Runner {
 	m := sched.Model()
-	return &Runner{name: name, model: m, sched: sched, embed: &embedder{model: m, cells: min(sched.SeqContext(), 2048)}}
+	arch, _ := m.Meta("general.architecture")
+	fm, err := chat.Choose(chat.Facts{Architecture: arch, GGUFTemplate: m.ChatTemplate()})
+	if err != nil {
+		fm, _ = chat.Choose(chat.Facts{})
+	}
+	return newRunner(name, sched, fm)
+}
+
+func newRunner(name string, sched *scheduler.Scheduler, fm chat.Format) *Runner {
+	m := sched.Model()
+	return &Runner{name: name, model: m, sched: sched, embed: &embedder{model: m, cells: min(sched.SeqContext(), 2048)}, chat: fm}
 }
 
 // Close frees what the runner holds beside the model and scheduler (the
@@ -37,39 +51,28 @@ func (r *Runner) Close() { r.embed.close() }
 
 // Info describes the runner's model under the name it is served as.
 func (r *Runner) Info(id string) llm.ModelInfo {
+	c := r.chat.Info
 	return llm.ModelInfo{ID: id, State: llm.StateLoaded, VocabSize: r.model.VocabSize(), Context: r.sched.SeqContext(),
-		Parallel: r.sched.Options().Parallel, Embedding: r.model.EmbeddingSize()}
+		Parallel: r.sched.Options().Parallel, Embedding: r.model.EmbeddingSize(), Chat: &c}
 }
 
-// renderChat turns messages into the prompt text with the model's chat
-// template. A model without a template llama.cpp recognizes gets the
-// documented fallback: the message contents joined by blank lines, with no
-// role markers (so a plain language model such as stories260K continues
-// the user's text).
-func (r *Runner) renderChat(msgs []llm.Message) (text string, templated bool) {
+// engineRender renders role/content messages with llama.cpp's template
+// heuristics over the GGUF's template.
+func (r *Runner) engineRender(msgs []llm.Message) (string, bool) {
 	cm := make([]engine.ChatMessage, len(msgs))
 	for i, m := range msgs {
 		cm[i] = engine.ChatMessage{Role: m.Role, Content: m.Content}
 	}
-	if out, err := engine.ApplyChatTemplate(r.model.ChatTemplate(), cm, true); err == nil {
-		return out, true
-	}
-	parts := make([]string, 0, len(msgs))
-	for _, m := range msgs {
-		if m.Content != "" {
-			parts = append(parts, m.Content)
-		}
-	}
-	return strings.Join(parts, "\n\n"), false
+	out, err := engine.ApplyChatTemplate(r.model.ChatTemplate(), cm, true)
+	return out, err == nil
 }
 
 // prompts tokenizes the request's prompts and checks each against the
 // context.
-func (r *Runner) prompts(req *llm.Request) ([][]int32, *llm.Error) {
+func (r *Runner) prompts(req *llm.Request, plan *chat.Plan) ([][]int32, *llm.Error) {
 	ctxLen := r.sched.SeqContext()
-	if len(req.Messages) > 0 {
-		text, templated := r.renderChat(req.Messages)
-		p, err := r.model.Tokenize(text, true, templated)
+	if plan != nil {
+		p, err := r.model.Tokenize(plan.Prompt, true, plan.Special)
 		if err != nil {
 			return nil, llm.Errorf(llm.CodeInvalid, "messages", "could not tokenize the messages: %v", err)
 		}
@@ -152,11 +155,25 @@ func (r *Runner) Generate(ctx context.Context, req *llm.Request, adapter string)
 }
 
 func (r *Runner) generate(ctx context.Context, req *llm.Request, adapter string) (*stream, *llm.Error) {
-	prompts, e := r.prompts(req)
+	var plan *chat.Plan
+	params := req.Params
+	if len(req.Messages) > 0 {
+		var e *llm.Error
+		if plan, e = r.chat.Prepare(req, r.engineRender); e != nil {
+			return nil, e
+		}
+		if plan.Constraint != nil {
+			params.Constraint = plan.Constraint
+		}
+		if len(plan.Stop) > 0 {
+			params.Stop = append(slices.Clip(params.Stop), plan.Stop...)
+		}
+	}
+	prompts, e := r.prompts(req, plan)
 	if e != nil {
 		return nil, e
 	}
-	sp, e := r.sampling(req.Params)
+	sp, e := r.sampling(params)
 	if e != nil {
 		return nil, e
 	}
@@ -178,7 +195,7 @@ func (r *Runner) generate(ctx context.Context, req *llm.Request, adapter string)
 		}
 		st, err := r.sched.Submit(ctx, scheduler.Request{
 			ID: req.ID, Model: req.Model, Adapter: adapter, Prompt: p, Sampling: sp,
-			MaxTokens: req.Params.MaxTokens, Stop: req.Params.Stop, IgnoreEOS: req.Params.IgnoreEOS,
+			MaxTokens: req.Params.MaxTokens, Stop: params.Stop, IgnoreEOS: req.Params.IgnoreEOS,
 			Logprobs: req.Params.Logprobs, TopLogprobs: req.Params.TopLogprobs, N: n,
 			Priority: req.Params.Priority, Deadline: req.Params.Deadline,
 		})
@@ -188,7 +205,14 @@ func (r *Runner) generate(ctx context.Context, req *llm.Request, adapter string)
 		}
 		subs = append(subs, st)
 	}
-	return newStream(r.model, h, subs, n), nil
+	st := newStream(r.model, h, subs, n)
+	if plan != nil {
+		st.outputs = make([]*chat.Output, n)
+		for i := range st.outputs {
+			st.outputs[i] = plan.Output()
+		}
+	}
+	return st, nil
 }
 
 // Tokenize tokenizes a text.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"sync"
 
+	"github.com/llmux/llmux/chat"
 	"github.com/llmux/llmux/engine"
 	"github.com/llmux/llmux/llm"
 	"github.com/llmux/llmux/scheduler"
@@ -26,6 +27,10 @@ type stream struct {
 	stop context.CancelFunc
 	once sync.Once
 	open int // forwarders still running (several prompts)
+
+	// outputs read each choice's text in the model's chat format (chat
+	// requests only).
+	outputs []*chat.Output
 
 	usage    llm.Usage
 	timed    bool
@@ -170,6 +175,13 @@ func (s *stream) add(u *scheduler.Usage) {
 
 func (s *stream) convert(ev scheduler.Event, base int) llm.Event {
 	out := llm.Event{Index: base + ev.Index, Text: ev.Text, Finish: llm.Finish(ev.Finish), At: ev.At}
+	if s.outputs != nil && out.Index < len(s.outputs) {
+		p := s.outputs[out.Index].Add(ev.Text, ev.Finish != "")
+		out.Text, out.Reasoning, out.ToolCalls = p.Content, p.Reasoning, p.Calls
+		if p.Reasoning != "" && p.Content == "" && len(p.Calls) == 0 {
+			s.usage.ReasoningTokens += len(ev.Tokens)
+		}
+	}
 	if ev.Err != nil {
 		out.Error = ErrorOf(ev.Err)
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+
+	"github.com/llmux/llmux/llm"
 )
 
 // Sampling holds the fields chat and completion requests share, with the
@@ -58,8 +60,14 @@ type ChatRequest struct {
 	Tools               []Tool          `json:"tools"`
 	ToolChoice          json.RawMessage `json:"tool_choice"`
 	ParallelToolCalls   *bool           `json:"parallel_tool_calls"`
-	// ChatTemplate and ChatTemplateKwargs (vLLM's and llama.cpp's
-	// extensions) are refused: a template is code the server runs.
+	// ReasoningEffort ("none", "minimal", "low", "medium", "high")
+	// and Think (ollama's: true, false, "low", "medium", "high") turn a
+	// reasoning model's reasoning on or off where its template allows.
+	ReasoningEffort string          `json:"reasoning_effort"`
+	ThinkValue      json.RawMessage `json:"think"`
+	// ChatTemplate (vLLM's and llama.cpp's extension) is refused: a
+	// template is code the server runs. ChatTemplateKwargs is accepted
+	// with enable_thinking only.
 	ChatTemplate       json.RawMessage `json:"chat_template"`
 	ChatTemplateKwargs json.RawMessage `json:"chat_template_kwargs"`
 	Sampling
@@ -73,6 +81,10 @@ type Message struct {
 	Name       string     `json:"name,omitempty"`
 	ToolCalls  []ToolCall `json:"tool_calls,omitempty"`
 	ToolCallID string     `json:"tool_call_id,omitempty"`
+	// ReasoningContent (vLLM's, llama.cpp's) or Reasoning (OpenRouter's)
+	// is an earlier assistant turn's reasoning, sent back.
+	ReasoningContent string `json:"reasoning_content,omitempty"`
+	Reasoning        string `json:"reasoning,omitempty"`
 }
 
 // Content is a message's text, from a string or from text parts.
@@ -206,6 +218,13 @@ type Usage struct {
 	CompletionTokens    int                  `json:"completion_tokens"`
 	TotalTokens         int                  `json:"total_tokens"`
 	PromptTokensDetails *PromptTokensDetails `json:"prompt_tokens_details,omitempty"`
+	// CompletionTokensDetails reports reasoning tokens (reasoning models).
+	CompletionTokensDetails *CompletionTokensDetails `json:"completion_tokens_details,omitempty"`
+}
+
+// CompletionTokensDetails splits the completion tokens.
+type CompletionTokensDetails struct {
+	ReasoningTokens int `json:"reasoning_tokens"`
 }
 
 // PromptTokensDetails reports cached prompt tokens.
@@ -253,9 +272,12 @@ type ChatChoice struct {
 // AssistantMsg is the generated message: content, or (content null) tool
 // calls.
 type AssistantMsg struct {
-	Role      string     `json:"role"`
-	Content   *string    `json:"content"`
-	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
+	Role    string  `json:"role"`
+	Content *string `json:"content"`
+	// ReasoningContent is a reasoning model's reasoning (vLLM's and
+	// llama.cpp's field).
+	ReasoningContent string     `json:"reasoning_content,omitempty"`
+	ToolCalls        []ToolCall `json:"tool_calls,omitempty"`
 }
 
 // ChatChunk is one streamed chat event.
@@ -281,9 +303,10 @@ type ChatChunkChoice struct {
 
 // ChatDelta is new content of a streamed choice.
 type ChatDelta struct {
-	Role      string     `json:"role,omitempty"`
-	Content   *string    `json:"content,omitempty"`
-	ToolCalls []ToolCall `json:"tool_calls,omitempty"`
+	Role             string     `json:"role,omitempty"`
+	Content          *string    `json:"content,omitempty"`
+	ReasoningContent string     `json:"reasoning_content,omitempty"`
+	ToolCalls        []ToolCall `json:"tool_calls,omitempty"`
 }
 
 // ChatLogprobs are chat log-probabilities.
@@ -348,6 +371,13 @@ type Model struct {
 	Parent string `json:"parent,omitempty"`
 	// State is loaded, loading or available.
 	State string `json:"state,omitempty"`
+	// LLMux holds llmux's own facts about the model: its chat format.
+	LLMux *ModelExt `json:"llmux,omitempty"`
+}
+
+// ModelExt is the llmux extension object of /v1/models.
+type ModelExt struct {
+	Chat *llm.ChatFormat `json:"chat,omitempty"`
 }
 
 // ModelList is GET /v1/models.

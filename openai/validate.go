@@ -35,8 +35,11 @@ func (r *ChatRequest) Validate(l Limits, mi ModelInfo) *Error {
 	if len(r.Messages) > l.MaxMessages {
 		return Invalid("messages", "at most %d messages are allowed, got %d", l.MaxMessages, len(r.Messages))
 	}
-	if present(r.ChatTemplate) || present(r.ChatTemplateKwargs) {
+	if present(r.ChatTemplate) {
 		return Invalid("chat_template", "client-supplied chat templates are not accepted: the model's own template is used")
+	}
+	if _, e := r.think(); e != nil {
+		return e
 	}
 	size := 0
 	for _, t := range r.Tools {
@@ -230,11 +233,59 @@ func (r *ChatRequest) Params(topLogprobs int, seed uint32) llm.Params {
 	if r.MaxCompletionTokens != nil {
 		maxTokens = r.MaxCompletionTokens
 	}
-	p := r.Sampling.Params(maxTokens, topLogprobs, seed)
-	if r.ToolsActive() {
-		p.Constraint = &llm.Constraint{Kind: llm.JSONSchema, Schema: r.toolSchema(), Param: "tools"}
+	return r.Sampling.Params(maxTokens, topLogprobs, seed)
+}
+
+// Think is the request's reasoning switch, from think, reasoning_effort
+// or chat_template_kwargs.enable_thinking (validated).
+func (r *ChatRequest) ThinkMode() llm.Think {
+	t, _ := r.think()
+	return t
+}
+
+func (r *ChatRequest) think() (llm.Think, *Error) {
+	var t llm.Think
+	if present(r.ThinkValue) {
+		var b bool
+		var level string
+		switch {
+		case json.Unmarshal(r.ThinkValue, &b) == nil:
+			t = llm.ThinkOff
+			if b {
+				t = llm.ThinkOn
+			}
+		case json.Unmarshal(r.ThinkValue, &level) == nil && (level == "low" || level == "medium" || level == "high"):
+			t = llm.Think(level)
+		default:
+			return "", Invalid("think", `think must be true, false, "low", "medium" or "high"`)
+		}
 	}
-	return p
+	switch r.ReasoningEffort {
+	case "":
+	case "none", "minimal":
+		t = llm.ThinkOff
+	case "low", "medium", "high":
+		t = llm.Think(r.ReasoningEffort)
+	default:
+		return "", Invalid("reasoning_effort", `reasoning_effort must be "none", "minimal", "low", "medium" or "high", got %q`, r.ReasoningEffort)
+	}
+	if present(r.ChatTemplateKwargs) {
+		var kw map[string]json.RawMessage
+		if err := json.Unmarshal(r.ChatTemplateKwargs, &kw); err != nil {
+			return "", Invalid("chat_template_kwargs", "chat_template_kwargs must be an object")
+		}
+		for k, v := range kw {
+			var b bool
+			if k != "enable_thinking" || json.Unmarshal(v, &b) != nil {
+				return "", Invalid("chat_template_kwargs", `chat_template_kwargs takes only "enable_thinking" (true or false); the model's own template is used`)
+			}
+			t = llm.ThinkOff
+			if b {
+				t = llm.ThinkOn
+			}
+		}
+	}
+	return t, nil
 }
 
 // Params converts the validated fields. maxTokens is the max_tokens in

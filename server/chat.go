@@ -10,16 +10,6 @@ import (
 	"github.com/llmux/llmux/openai"
 )
 
-// chatMessages turns the request's messages (tools rendered as text) into
-// boundary messages.
-func chatMessages(msgs []openai.Message) []llm.Message {
-	out := make([]llm.Message, len(msgs))
-	for i, m := range msgs {
-		out[i] = llm.Message{Role: m.Role, Content: m.Content.Text}
-	}
-	return out
-}
-
 func (s *Server) handleChat(c *gin.Context) {
 	var req openai.ChatRequest
 	_, ok := s.parseGeneration(c, &req, &req.Model)
@@ -33,7 +23,8 @@ func (s *Server) handleChat(c *gin.Context) {
 			top = *req.TopLogprobs
 		}
 	}
-	lreq := &llm.Request{ID: requestIDOf(c), TraceParent: c.GetString(traceParentKey), Model: req.Model, Messages: chatMessages(req.TemplateMessages()), Params: req.Params(top, seedFor(req.Seed))}
+	lreq := &llm.Request{ID: requestIDOf(c), TraceParent: c.GetString(traceParentKey), Model: req.Model, Messages: req.LLMMessages(), Params: req.Params(top, seedFor(req.Seed)), Think: req.ThinkMode()}
+	lreq.Tools, lreq.ToolChoice = req.LLMTools()
 	lreq.Params.SeedGiven = req.Seed != nil
 	s.limits.BoundParams(&lreq.Params)
 	st, err := s.start(c.Request.Context(), lreq)
@@ -65,15 +56,13 @@ func (s *Server) handleChat(c *gin.Context) {
 		return
 	}
 	resp := openai.ChatCompletion{ID: id, Object: "chat.completion", Created: created, Model: req.Model, SystemFingerprint: s.fingerprint(req.Model), Usage: &out.gen.usage}
-	tools := req.ToolsActive()
 	for i := range n {
 		content := out.texts[i].String()
-		ch := openai.ChatChoice{Index: i, Message: openai.AssistantMsg{Role: "assistant", Content: &content}, FinishReason: out.finish[i]}
-		if tools {
-			text, calls := openai.ParseToolOutput(content)
-			ch.Message.Content = &text
-			if len(calls) > 0 {
-				ch.Message.Content, ch.Message.ToolCalls, ch.FinishReason = nil, withCallIDs(calls, false), strp("tool_calls")
+		ch := openai.ChatChoice{Index: i, Message: openai.AssistantMsg{Role: "assistant", Content: &content, ReasoningContent: out.reasoning[i].String()}, FinishReason: out.finish[i]}
+		if calls := out.calls[i]; len(calls) > 0 {
+			ch.Message.ToolCalls, ch.FinishReason = openai.ToolCalls(calls, false), callsFinish(out.finish[i])
+			if content == "" {
+				ch.Message.Content = nil
 			}
 		}
 		if lps != nil {
@@ -102,13 +91,7 @@ func (s *Server) streamChat(c *gin.Context, req openai.ChatRequest, st llm.Strea
 	chunk := func(choices []openai.ChatChunkChoice) openai.ChatChunk {
 		return openai.ChatChunk{ID: id, Object: "chat.completion.chunk", Created: created, Model: req.Model, SystemFingerprint: fp, Choices: choices}
 	}
-	var toolStreams map[int]*openai.ToolStream
-	if req.ToolsActive() {
-		toolStreams = make(map[int]*openai.ToolStream, n)
-		for i := range n {
-			toolStreams[i] = &openai.ToolStream{}
-		}
-	}
+	called := make([]bool, n)
 	started := false
 	begin := func() error {
 		if started {
@@ -133,25 +116,22 @@ func (s *Server) streamChat(c *gin.Context, req openai.ChatRequest, st llm.Strea
 			return ev.Error
 		}
 		choice := openai.ChatChunkChoice{Index: ev.Index, FinishReason: finishString(ev.Finish)}
-		t := ev.Text
-		if ts := toolStreams[ev.Index]; ts != nil {
-			t = ts.Add(t)
-			if ev.Finish != "" {
-				rest, calls := ts.Finish()
-				t += rest
-				if len(calls) > 0 {
-					choice.Delta.ToolCalls, choice.FinishReason = withCallIDs(calls, true), strp("tool_calls")
-				}
-			}
-		}
-		if t != "" {
+		if t := ev.Text; t != "" {
 			choice.Delta.Content = &t
+		}
+		choice.Delta.ReasoningContent = ev.Reasoning
+		if len(ev.ToolCalls) > 0 {
+			choice.Delta.ToolCalls = openai.ToolCalls(ev.ToolCalls, true)
+			called[ev.Index] = true
+		}
+		if called[ev.Index] && choice.FinishReason != nil {
+			choice.FinishReason = callsFinish(choice.FinishReason)
 		}
 		if req.Logprobs && len(ev.Tokens) > 0 {
 			lp := s.chatLogprobs(ev.Tokens)
 			choice.Logprobs = &openai.ChatLogprobs{Content: lp}
 		}
-		if choice.Delta.Content == nil && choice.Delta.ToolCalls == nil && choice.FinishReason == nil && choice.Logprobs == nil {
+		if choice.Delta.Content == nil && choice.Delta.ReasoningContent == "" && choice.Delta.ToolCalls == nil && choice.FinishReason == nil && choice.Logprobs == nil {
 			return nil // text held back (partial rune or stop string)
 		}
 		if err := writeSSE(c, chunk([]openai.ChatChunkChoice{choice})); err != nil {
@@ -169,16 +149,14 @@ func (s *Server) streamChat(c *gin.Context, req openai.ChatRequest, st llm.Strea
 	}, req.StreamOptions)
 }
 
-// withCallIDs gives each parsed tool call an ID (and, for a streamed
-// delta, its index among the choice's calls).
-func withCallIDs(calls []openai.ToolCall, indexed bool) []openai.ToolCall {
-	for i := range calls {
-		calls[i].ID = newID("call_")
-		if indexed {
-			calls[i].Index = &i
-		}
+// callsFinish is the finish reason of a choice that called tools:
+// "tool_calls" where the model stopped by itself, else what it was
+// ("length" for a call cut off).
+func callsFinish(f *string) *string {
+	if f == nil || *f == "stop" {
+		return strp("tool_calls")
 	}
-	return calls
+	return f
 }
 
 func strp(s string) *string { return &s }

@@ -32,12 +32,8 @@ func (s *Server) handleEmbeddings(c *gin.Context) {
 		s.fail(c, e)
 		return
 	}
-	if req.Model == "" {
-		s.fail(c, openai.Invalid("model", "you must provide a model parameter"))
+	if !s.settleModel(c, &req.Model) {
 		return
-	}
-	if h := modelHeader(c); h != "" {
-		req.Model = h
 	}
 	if !req.Input.Set || req.Input.Count() == 0 {
 		s.fail(c, openai.Invalid("input", "input must be a non-empty string, array of strings, or array of token ids"))

@@ -55,6 +55,9 @@ func (s *Server) consume(ctx context.Context, st llm.Stream, model string, onEve
 				if u.CachedTokens > 0 {
 					g.usage.PromptTokensDetails = &openai.PromptTokensDetails{CachedTokens: u.CachedTokens}
 				}
+				if u.ReasoningTokens > 0 {
+					g.usage.CompletionTokensDetails = &openai.CompletionTokensDetails{ReasoningTokens: u.ReasoningTokens}
+				}
 				g.timings = u.Timings
 			}
 			if ev.Error != nil && firstErr == nil {
@@ -65,7 +68,7 @@ func (s *Server) consume(ctx context.Context, st llm.Stream, model string, onEve
 		if firstErr != nil {
 			continue
 		}
-		if ev.Text != "" || len(ev.Tokens) > 0 {
+		if ev.Text != "" || ev.Reasoning != "" || len(ev.Tokens) > 0 {
 			at := time.Now()
 			for len(last) <= ev.Index {
 				last = append(last, time.Time{})
@@ -88,9 +91,11 @@ func (s *Server) consume(ctx context.Context, st llm.Stream, model string, onEve
 
 // collected is the whole output of a non-streamed request.
 type collected struct {
-	texts  []strings.Builder
-	finish []*string
-	gen    generation
+	texts     []strings.Builder
+	reasoning []strings.Builder
+	calls     [][]llm.ToolCall
+	finish    []*string
+	gen       generation
 }
 
 // collect runs a non-streamed request: it gathers each choice's text and
@@ -98,7 +103,7 @@ type collected struct {
 // each (for log-probabilities), and turns the first choice error into the
 // request's error.
 func (s *Server) collect(ctx context.Context, st llm.Stream, model string, choices int, prefix func(int) string, each func(llm.Event)) (*collected, error) {
-	out := &collected{texts: make([]strings.Builder, choices), finish: make([]*string, choices)}
+	out := &collected{texts: make([]strings.Builder, choices), reasoning: make([]strings.Builder, choices), calls: make([][]llm.ToolCall, choices), finish: make([]*string, choices)}
 	if prefix != nil {
 		for i := range out.texts {
 			out.texts[i].WriteString(prefix(i))
@@ -107,6 +112,8 @@ func (s *Server) collect(ctx context.Context, st llm.Stream, model string, choic
 	var choiceErr error
 	g, err := s.consume(ctx, st, model, func(ev llm.Event) error {
 		out.texts[ev.Index].WriteString(ev.Text)
+		out.reasoning[ev.Index].WriteString(ev.Reasoning)
+		out.calls[ev.Index] = append(out.calls[ev.Index], ev.ToolCalls...)
 		if each != nil {
 			each(ev)
 		}
@@ -208,11 +215,7 @@ func (s *Server) parseGeneration(c *gin.Context, req interface {
 		s.fail(c, e)
 		return llm.ModelInfo{}, false
 	}
-	if h := modelHeader(c); h != "" {
-		*model = h
-	}
-	if *model == "" {
-		s.fail(c, openai.Invalid("model", "you must provide a model parameter"))
+	if !s.settleModel(c, model) {
 		return llm.ModelInfo{}, false
 	}
 	mi, e := s.backend.Info(c.Request.Context(), *model)
@@ -227,6 +230,25 @@ func (s *Server) parseGeneration(c *gin.Context, req interface {
 		return mi, false
 	}
 	return mi, true
+}
+
+// settleModel decides the request's model: a multiplex header wins over
+// the body's field; with neither, the one model served, when exactly one
+// name is servable (as llama.cpp's server does); else a 400. It answers
+// the client itself on failure.
+func (s *Server) settleModel(c *gin.Context, model *string) bool {
+	if h := modelHeader(c); h != "" {
+		*model = h
+	}
+	if *model != "" {
+		return true
+	}
+	if ms := s.backend.Models(c.Request.Context()); len(ms) == 1 {
+		*model = ms[0].ID
+		return true
+	}
+	s.fail(c, openai.Invalid("model", "you must provide a model parameter (this server serves more than one model)"))
+	return false
 }
 
 // modelHeader is the model a multiplex header names: llmux's own, or Ray

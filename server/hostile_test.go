@@ -295,7 +295,7 @@ func TestHostileRequests(t *testing.T) {
 		{name: "chunked body over the limit", path: comp, hdr: []string{"Content-Length:", "Transfer-Encoding: chunked"}, body: fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", 300<<10, strings.Repeat(" ", 300<<10)), status: 413, code: "request_too_large"},
 		{name: "empty body", path: comp, hdr: []string{"Content-Length: 0"}, method: "POST", status: 400},
 		{name: "byte order mark", path: comp, body: "\ufeff" + compWith(""), status: 400},
-		{name: "top-level null", path: comp, body: `null`, status: 400, param: "model"},
+		{name: "top-level null", path: comp, body: `null`, status: 400, param: "prompt"},
 		// JSON nesting.
 		{name: "deep unknown field", path: chat, body: chatWith(`,"x":` + strings.Repeat("[", 100) + strings.Repeat("]", 100)), status: 400},
 		{name: "ten thousand open brackets", path: chat, body: strings.Repeat("[", 10000), status: 400},
@@ -316,7 +316,7 @@ func TestHostileRequests(t *testing.T) {
 		{name: "tool defined twice", path: chat, body: chatWith(`,"tools":[{"type":"function","function":{"name":"f"}},{"type":"function","function":{"name":"f"}}]`), status: 400, param: "tools[1].function.name"},
 		// No client-supplied templates (vLLM's chat_template SSTI).
 		{name: "chat_template", path: chat, body: chatWith(`,"chat_template":"{{ cycler.__init__.__globals__ }}"`), status: 400, param: "chat_template"},
-		{name: "chat_template_kwargs", path: chat, body: chatWith(`,"chat_template_kwargs":{"x":1}`), status: 400, param: "chat_template"},
+		{name: "chat_template_kwargs", path: chat, body: chatWith(`,"chat_template_kwargs":{"x":1}`), status: 400, param: "chat_template_kwargs"},
 		// Sizes before tokenizing.
 		{name: "message text over the byte limit", path: chat, body: `{"model":"tiny","messages":[{"role":"user","content":"` + strings.Repeat("a", 40<<10) + `"}]}`, status: 400, param: "messages"},
 		{name: "prompts over the byte limit together", path: comp, body: `{"model":"tiny","prompt":["` + strings.Repeat("a", 20<<10) + `","` + strings.Repeat("b", 20<<10) + `"]}`, status: 400, param: "prompt"},

@@ -12,7 +12,11 @@ import (
 )
 
 func (s *Server) modelEntry(mi llm.ModelInfo) openai.Model {
-	return openai.Model{ID: mi.ID, Object: "model", Created: s.created, OwnedBy: "llmux", MaxModelLen: mi.Context, Parent: mi.Parent, State: string(mi.State)}
+	m := openai.Model{ID: mi.ID, Object: "model", Created: s.created, OwnedBy: "llmux", MaxModelLen: mi.Context, Parent: mi.Parent, State: string(mi.State)}
+	if mi.Chat != nil {
+		m.LLMux = &openai.ModelExt{Chat: mi.Chat}
+	}
+	return m
 }
 
 func (s *Server) handleModels(c *gin.Context) {
@@ -90,6 +94,9 @@ func (s *Server) handleTokenize(c *gin.Context) {
 		s.fail(c, e)
 		return
 	}
+	if !s.settleModel(c, &req.Model) {
+		return
+	}
 	res, e := s.backend.Tokenize(c.Request.Context(), &llm.TokenizeRequest{Model: req.Model, Text: text, AddSpecial: req.AddSpecial == nil || *req.AddSpecial})
 	if e != nil {
 		s.fail(c, e)
@@ -105,6 +112,9 @@ func (s *Server) handleDetokenize(c *gin.Context) {
 	}
 	if e := s.decode(c, &req); e != nil {
 		s.fail(c, e)
+		return
+	}
+	if !s.settleModel(c, &req.Model) {
 		return
 	}
 	res, e := s.backend.Detokenize(c.Request.Context(), &llm.DetokenizeRequest{Model: req.Model, Tokens: req.Tokens})

@@ -328,7 +328,6 @@ func TestBadRequests(t *testing.T) {
 		{"not an object", chat, `[1,2]`, 400, ""},
 		{"empty body", chat, ``, 400, ""},
 		{"trailing garbage", chat, `{"model":"` + m + `",` + msgs + `} x`, 400, ""},
-		{"missing model", chat, `{` + msgs + `}`, 400, "model"},
 		{"unknown model", chat, `{"model":"nope",` + msgs + `}`, 404, "model"},
 		{"model wrong type", chat, `{"model":5,` + msgs + `}`, 400, "model"},
 		{"no messages", chat, `{"model":"` + m + `"}`, 400, "messages"},
@@ -619,5 +618,52 @@ func TestEmbeddings(t *testing.T) {
 	}
 	if got := len(b64.Data[0].Embedding); got != 16 {
 		t.Fatalf("base64 with 16 dimensions decoded to %d values", got)
+	}
+}
+
+// TestOneServedModelNeedsNoName: with one model served, a request without
+// model uses it on every route; with two, the name is required.
+func TestOneServedModelNeedsNoName(t *testing.T) {
+	ts := tinyServer(t, Options{})
+	for _, r := range []struct{ path, body string }{
+		{"/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":2}`},
+		{"/v1/completions", `{"prompt":"hi","max_tokens":2}`},
+		{"/v1/embeddings", `{"input":"hi"}`},
+		{"/tokenize", `{"content":"hi"}`},
+		{"/detokenize", `{"tokens":[5,6]}`},
+	} {
+		if status, _, e := post(t, ts.URL+r.path, "application/json", []byte(r.body), nil); status != 200 {
+			t.Errorf("%s without model: %d %v", r.path, status, e)
+		}
+	}
+	resp, err := ts.client.CreateChatCompletion(context.Background(), goopenai.ChatCompletionRequest{Messages: []goopenai.ChatCompletionMessage{{Role: "user", Content: "hi"}}, MaxTokens: 2})
+	if err != nil || resp.Model != ts.model {
+		t.Fatalf("chat without model answered as %q (%v), want %q", resp.Model, err, ts.model)
+	}
+
+	m, sched := loadScheduler(t, modeltest.Preset(t, "tiny"), scheduler.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	go sched.Run(ctx)
+	t.Cleanup(func() {
+		cancel()
+		sched.Close()
+		m.Close()
+	})
+	r := multiplex.NewRunner("a", sched)
+	t.Cleanup(r.Close)
+	two := multiplex.NewPool(multiplex.PoolOptions{})
+	if err := two.Add("a", nil, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := two.Add("b", nil, r); err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(New(two, Options{}).Handler())
+	t.Cleanup(hs.Close)
+	for _, path := range []string{"/v1/chat/completions", "/tokenize"} {
+		status, _, e := post(t, hs.URL+path, "application/json", []byte(`{"messages":[{"role":"user","content":"hi"}],"content":"hi"}`), nil)
+		if status != 400 || e == nil || e.Param == nil || *e.Param != "model" {
+			t.Errorf("%s without model, two served: %d %+v", path, status, e)
+		}
 	}
 }

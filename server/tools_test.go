@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
 	"strings"
 	"testing"
 
 	goopenai "github.com/sashabaranov/go-openai"
 
+	"github.com/llmux/llmux/chat/chattest"
+	"github.com/llmux/llmux/models"
 	"github.com/llmux/llmux/models/modeltest"
 	"github.com/llmux/llmux/scheduler"
 )
@@ -94,8 +97,41 @@ func streamChat(t *testing.T, ts *testServer, req goopenai.ChatCompletionRequest
 	return content.String(), calls, finish
 }
 
+// TestToolCalls runs tool calls on a model whose template has no tool
+// syntax (ChatML: the generic form) and on one of the Qwen3 family (native
+// Hermes calls, reasoning on by default; a forced call still goes through
+// the generic form's grammar).
 func TestToolCalls(t *testing.T) {
-	ts := startServer(t, modeltest.Preset(t, "small"), Options{}, scheduler.Options{})
+	qwen := models.Presets["small"]
+	qwen.Arch, qwen.ChatTemplate = "qwen3", chattest.Qwen3Jinja
+	for name, tc := range map[string]struct{ path, format string }{
+		"chatml": {modeltest.Preset(t, "small"), `{"template":"chatml","source":"gguf","tools":"generic","stop":["\u003c|im_start|\u003e","\u003c|im_end|\u003e"]}`},
+		"qwen3":  {modeltest.Synth(t, qwen), `{"template":"qwen3-vl-thinking","source":"family","tools":"native","reasoning":"parser","parser":"qwen3-vl-thinking"}`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ts := startServer(t, tc.path, Options{}, scheduler.Options{})
+			resp, err := http.Get(ts.URL + "/v1/models")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var list struct {
+				Data []struct {
+					LLMux struct {
+						Chat json.RawMessage `json:"chat"`
+					} `json:"llmux"`
+				} `json:"data"`
+			}
+			err = json.NewDecoder(resp.Body).Decode(&list)
+			resp.Body.Close()
+			if err != nil || len(list.Data) != 1 || string(list.Data[0].LLMux.Chat) != tc.format {
+				t.Fatalf("/v1/models chat format %+v (%v), want %s", list, err, tc.format)
+			}
+			toolCalls(t, ts)
+		})
+	}
+}
+
+func toolCalls(t *testing.T, ts *testServer) {
 	ctx := context.Background()
 	ask := []goopenai.ChatCompletionMessage{{Role: "user", Content: "What will the weather be?"}}
 

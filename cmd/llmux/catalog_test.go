@@ -42,9 +42,9 @@ func ollamaStore(t *testing.T, gguf, name, tag string) string {
 		}
 		return "sha256:" + d
 	}
-	model, tmpl := blob(data), blob([]byte("{{ .Prompt }}"))
+	model, tmpl, config := blob(data), blob([]byte("{{ .Prompt }}")), blob([]byte(`{"model_format":"gguf","model_family":"llama"}`))
 	manifest := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{"mediaType":"application/vnd.docker.container.image.v1+json","digest":%q,"size":13},"layers":[{"mediaType":"application/vnd.ollama.image.model","digest":%q,"size":%d},{"mediaType":"application/vnd.ollama.image.template","digest":%q,"size":13}]}`,
-		tmpl, model, len(data), tmpl)
+		config, model, len(data), tmpl)
 	dir := filepath.Join(root, "manifests", "registry.ollama.ai", "library", name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)

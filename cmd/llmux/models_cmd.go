@@ -10,6 +10,8 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/llmux/llmux/chat"
+	"github.com/llmux/llmux/llm"
 	"github.com/llmux/llmux/models"
 )
 
@@ -151,10 +153,21 @@ func runInspect(_ context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	var format *llm.ChatFormat
+	if info.Kind != "adapter" {
+		// The file alone: a config's chat_template or an ollama store's
+		// layers can choose otherwise when served.
+		if fm, err := chat.Choose(chat.Facts{Architecture: info.Architecture, GGUFTemplate: info.ChatTemplate}); err == nil {
+			format = &fm.Info
+		}
+	}
 	if *asJSON {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(info)
+		return enc.Encode(struct {
+			*models.Info
+			Chat *llm.ChatFormat `json:"chat,omitempty"`
+		}{info, format})
 	}
 	n := *ctxLen
 	if n == 0 {
@@ -191,6 +204,9 @@ func runInspect(_ context.Context, args []string) error {
 			tmpl = fmt.Sprintf("yes (%d bytes)", len(info.ChatTemplate))
 		}
 		row("chat template", tmpl)
+		if format != nil {
+			row("chat format", chatFormatLine(*format))
+		}
 		row(fmt.Sprintf("memory @ ctx %d", n), fmt.Sprintf("%s (weights %s + f16 KV %s)", humanBytes(info.MemoryEstimate(n)), humanBytes(info.WeightsBytes), humanBytes(info.KVCacheBytes(n))))
 		if d := info.String("general.description"); d != "" {
 			row("description", d)
@@ -224,4 +240,16 @@ func humanBytes(n uint64) string {
 		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
 	}
 	return fmt.Sprintf("%d B", n)
+}
+
+// chatFormatLine describes a chat format in one line.
+func chatFormatLine(c llm.ChatFormat) string {
+	s := fmt.Sprintf("%s (from %s), tools %s", c.Template, c.Source, c.Tools)
+	switch c.Reasoning {
+	case "parser":
+		s += ", reasoning by the " + c.Parser + " parser"
+	case "tags":
+		s += ", reasoning in " + strings.Join(c.Tags, " ")
+	}
+	return s
 }

@@ -79,6 +79,7 @@ type serveFlags struct {
 	handoff         *time.Duration
 	flashAttn       *string
 	kvType          *string
+	chatTemplate    *string
 	gpuLayers       *string
 	gpus            *float64
 	tensorSplit     *string
@@ -150,6 +151,7 @@ func newServeFlags() *serveFlags {
 	f.handoff = fs.Duration("handoff", time.Millisecond, "after each engine step, how long to wait for the HTTP side to take the step's tokens before the next step (negative: never)")
 	f.flashAttn = fs.String("flash-attn", "auto", "flash attention: auto, on, off")
 	f.kvType = fs.String("kv-type", "f16", "KV cache type: f16, q8_0, q4_0")
+	f.chatTemplate = fs.String("chat-template", "", "chat template of models whose config sets no chat_template: \"\" (choose: ollama store layers, family renderer, the GGUF's template matched to ollama's, llama.cpp's heuristics), gguf (the GGUF's own, even for ollama store models), llama.cpp, or a family renderer's name")
 	f.gpuLayers = fs.String("gpu-layers", "auto", "layers to offload to GPUs: auto (as many as fit, the rest on CPU; none without a GPU backend), -1 (all) or a count")
 	f.gpus = fs.Float64("gpus", 1, "GPUs per replica, as Ray Serve's num_gpus: 1 a whole GPU (spanned over more when the model needs them), 0.5 half of one (two replicas share it), N at least N")
 	f.tensorSplit = fs.String("tensor-split", "", "comma-separated share of the model per visible GPU (set per replica by placement)")
@@ -542,7 +544,7 @@ func (f *serveFlags) pool(logger *slog.Logger, gpuLayers int, split []float32) (
 	if gpuLayers == gpuLayersAuto {
 		gpuLayers = 0
 	}
-	loader := &multiplex.EngineLoader{GPULayers: gpuLayers, TensorSplit: split, Logger: logger, Catalog: catalog, Defaults: scheduler.Options{
+	loader := &multiplex.EngineLoader{GPULayers: gpuLayers, TensorSplit: split, Logger: logger, Catalog: catalog, ChatTemplate: *f.chatTemplate, Defaults: scheduler.Options{
 		Parallel: *f.parallel, Cells: *f.ctxSize, KVLayout: *f.kvLayout,
 		CacheSlots: *f.cacheSlots, TokenBudget: *f.batch, Chunk: *f.chunk, MaxQueue: *f.maxQueue, QueueTimeout: *f.queueTimeout,
 		NoPrefixCache: *f.noPrefixCache, Threads: *f.threads, Handoff: *f.handoff, FlashAttention: *f.flashAttn, KVType: *f.kvType,
