@@ -432,6 +432,13 @@ type Timings struct {
 type TokenizeRequest struct {
 	Model string `json:"model"`
 	Text  string `json:"text"`
+	// Messages, when set, are a chat to count instead of Text: rendered
+	// with Tools and Think in the model's chat format, as a generation
+	// would render them.
+	Messages   []Message  `json:"messages,omitempty"`
+	Tools      []Tool     `json:"tools,omitempty"`
+	ToolChoice ToolChoice `json:"tool_choice,omitzero"`
+	Think      Think      `json:"think,omitempty"`
 	// AddSpecial adds the model's start token where it wants one.
 	AddSpecial bool `json:"add_special"`
 }

@@ -93,11 +93,23 @@ func KeysAuth(keys []string) (*Auth, error) {
 	return NewAuth(cfg)
 }
 
+// RequestKey is the key a request presents: Authorization: Bearer (OpenAI's
+// clients), else x-api-key (Anthropic's).
+func RequestKey(r *http.Request) (string, bool) {
+	if key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		return key, true
+	}
+	if key := r.Header.Get("X-Api-Key"); key != "" {
+		return key, true
+	}
+	return "", false
+}
+
 // Check admits r, or says why not in OpenAI's error shape.
 func (a *Auth) Check(r *http.Request) *openai.Error {
-	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	key, ok := RequestKey(r)
 	if !ok {
-		return openai.Unauthorized("missing API key: send Authorization: Bearer <key>")
+		return openai.Unauthorized("missing API key: send Authorization: Bearer <key> (or x-api-key: <key>)")
 	}
 	sum := sha256.Sum256([]byte(key))
 	var match *authKey

@@ -217,7 +217,15 @@ func (r *Runner) generate(ctx context.Context, req *llm.Request, adapter string)
 
 // Tokenize tokenizes a text.
 func (r *Runner) Tokenize(req *llm.TokenizeRequest) (*llm.TokenizeResult, *llm.Error) {
-	toks, err := r.model.Tokenize(req.Text, req.AddSpecial, false)
+	text, addSpecial, special := req.Text, req.AddSpecial, false
+	if len(req.Messages) > 0 {
+		plan, e := r.chat.Prepare(&llm.Request{Messages: req.Messages, Tools: req.Tools, ToolChoice: req.ToolChoice, Think: req.Think}, r.engineRender)
+		if e != nil {
+			return nil, e
+		}
+		text, addSpecial, special = plan.Prompt, true, plan.Special
+	}
+	toks, err := r.model.Tokenize(text, addSpecial, special)
 	if err != nil {
 		return nil, llm.Errorf(llm.CodeInvalid, "content", "could not tokenize: %v", err)
 	}

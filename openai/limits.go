@@ -244,3 +244,9 @@ func (l Limits) BoundParams(p *llm.Params) {
 		p.MaxTokens = l.MaxTokens
 	}
 }
+
+// CheckSchema bounds a JSON schema from another API's request (Anthropic
+// tools, Responses text formats) as this package bounds its own.
+func CheckSchema(param string, raw json.RawMessage, l Limits) *Error {
+	return checkSchema(param, raw, l)
+}

@@ -217,3 +217,7 @@ func ToolCalls(calls []llm.ToolCall, indexed bool) []ToolCall {
 	}
 	return out
 }
+
+// ValidFunctionName reports whether name is a function name OpenAI (and
+// Anthropic) accept: 1 to 64 letters, digits, underscores or dashes.
+func ValidFunctionName(name string) bool { return functionName.MatchString(name) }

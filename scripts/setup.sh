@@ -64,9 +64,9 @@ done
 
 # 4. Node SDK for the OpenAI conformance test.
 if ((want_node)); then
-  if [ ! -f "$ROOT/test/conformance/node_modules/openai/package.json" ]; then
+  if [ ! -f "$ROOT/test/conformance/node_modules/openai/package.json" ] || [ ! -f "$ROOT/test/conformance/node_modules/@anthropic-ai/sdk/package.json" ]; then
     command -v npm >/dev/null || { say "npm is missing; installing nodejs and npm"; SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo; $SUDO apt-get install -y -qq nodejs npm >/dev/null; }
-    say "installing the openai npm package"
+    say "installing the openai and @anthropic-ai/sdk npm packages"
     (cd "$ROOT/test/conformance" && npm ci --no-audit --no-fund --silent)
   fi
 fi

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/llmux/llmux/middleware"
 	"github.com/llmux/llmux/openai"
 )
 
@@ -79,7 +80,7 @@ func (s *Server) authorize(c *gin.Context) {
 }
 
 func bearer(c *gin.Context) (string, bool) {
-	return strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
+	return middleware.RequestKey(c.Request)
 }
 
 // keyMatches compares the request's bearer token with every key in

@@ -81,6 +81,10 @@ func (s *Server) fail(c *gin.Context, err error) {
 	if e.RetryAfter > 0 {
 		c.Header("Retry-After", strconv.Itoa(int(math.Ceil(e.RetryAfter.Seconds()))))
 	}
+	if anthropicPath(c) {
+		c.AbortWithStatusJSON(e.Status, anthropicError(e))
+		return
+	}
 	c.AbortWithStatusJSON(e.Status, openai.ErrorBody{Error: e})
 }
 

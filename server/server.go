@@ -230,6 +230,8 @@ func (s *Server) routes() *gin.Engine {
 	s.handle(api, http.MethodPost, "/v1/chat/completions", accessAPI, s.admit, s.handleChat)
 	s.handle(api, http.MethodPost, "/v1/completions", accessAPI, s.admit, s.handleCompletions)
 	s.handle(api, http.MethodPost, "/v1/embeddings", accessAPI, s.handleEmbeddings)
+	s.handle(api, http.MethodPost, "/v1/messages", accessAPI, s.admit, s.handleMessages)
+	s.handle(api, http.MethodPost, "/v1/messages/count_tokens", accessAPI, s.handleCountTokens)
 	s.handle(api, http.MethodPost, "/tokenize", accessAPI, s.handleTokenize)
 	s.handle(api, http.MethodPost, "/detokenize", accessAPI, s.handleDetokenize)
 	s.handle(api, http.MethodGet, "/-/status", accessAdmin, s.handleAdminStatus)
