@@ -27,12 +27,12 @@ func TestNodeSDKConformance(t *testing.T) {
 		}
 		t.Skip(msg)
 	}
-	ts := tinyServer(t, Options{APIKeys: []string{"conformance-key"}})
+	ts := tinyServer(t, Options{APIKeys: []string{"conformance-key", "other-key"}})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "--test", "conformance.test.mjs", "anthropic.test.mjs")
+	cmd := exec.CommandContext(ctx, node, "--test", "conformance.test.mjs", "anthropic.test.mjs", "responses.test.mjs")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "LLMUX_BASE_URL="+ts.URL+"/v1", "LLMUX_MODEL="+ts.model, "LLMUX_API_KEY=conformance-key")
+	cmd.Env = append(os.Environ(), "LLMUX_BASE_URL="+ts.URL+"/v1", "LLMUX_MODEL="+ts.model, "LLMUX_API_KEY=conformance-key", "LLMUX_OTHER_KEY=other-key")
 	out, err := cmd.CombinedOutput()
 	t.Logf("node --test:\n%s", out)
 	if err != nil {

@@ -215,6 +215,16 @@ func (s *Server) parseGeneration(c *gin.Context, req interface {
 		s.fail(c, e)
 		return llm.ModelInfo{}, false
 	}
+	return s.checkGeneration(c, req, model)
+}
+
+// checkGeneration resolves a decoded request's model, gives it the
+// model's sampling defaults and validates it against the model's facts,
+// answering the client itself on failure.
+func (s *Server) checkGeneration(c *gin.Context, req interface {
+	Validate(openai.Limits, openai.ModelInfo) *openai.Error
+	ApplyDefaults(*llm.SamplingDefaults)
+}, model *string) (llm.ModelInfo, bool) {
 	if !s.settleModel(c, model) {
 		return llm.ModelInfo{}, false
 	}

@@ -78,6 +78,11 @@ type Options struct {
 	// ShutdownTimeout is how long running streams may finish after a
 	// shutdown starts (default 30s).
 	ShutdownTimeout time.Duration
+	// StoredResponses, StoredResponseBytes and StoredResponseTTL bound
+	// the Responses API's store (defaults 10000, 256 MiB, 24h).
+	StoredResponses     int
+	StoredResponseBytes int64
+	StoredResponseTTL   time.Duration
 	// Version is reported in system_fingerprint.
 	Version string
 	Logger  *slog.Logger
@@ -107,6 +112,9 @@ type Server struct {
 	// access classifies each route ("METHOD /path") for authorize;
 	// written only while routes are built.
 	access map[string]access
+
+	// responses is the Responses API's store of responses.
+	responses *responseStore
 
 	draining atomic.Bool
 	inflight atomic.Int64 // generation requests running (a drain waits for them)
@@ -145,6 +153,15 @@ func New(backend llm.Backend, opts Options) *Server {
 	if opts.Version == "" {
 		opts.Version = "dev"
 	}
+	if opts.StoredResponses == 0 {
+		opts.StoredResponses = 10000
+	}
+	if opts.StoredResponseBytes <= 0 {
+		opts.StoredResponseBytes = 256 << 20
+	}
+	if opts.StoredResponseTTL <= 0 {
+		opts.StoredResponseTTL = 24 * time.Hour
+	}
 	limits := openai.DefaultLimits()
 	if opts.Limits != nil {
 		limits = *opts.Limits
@@ -154,7 +171,8 @@ func New(backend llm.Backend, opts Options) *Server {
 			opts.Auth = a
 		}
 	}
-	s := &Server{backend: backend, opts: opts, limits: limits, created: time.Now().Unix(), log: opts.Logger, access: map[string]access{}}
+	s := &Server{backend: backend, opts: opts, limits: limits, created: time.Now().Unix(), log: opts.Logger, access: map[string]access{},
+		responses: newResponseStore(opts.StoredResponses, opts.StoredResponseBytes, opts.StoredResponseTTL)}
 	s.metrics = newMetrics(opts.Registry)
 	if !opts.Application {
 		opts.Registry.MustRegister(newPodCollector(backend))
@@ -231,6 +249,9 @@ func (s *Server) routes() *gin.Engine {
 	s.handle(api, http.MethodPost, "/v1/completions", accessAPI, s.admit, s.handleCompletions)
 	s.handle(api, http.MethodPost, "/v1/embeddings", accessAPI, s.handleEmbeddings)
 	s.handle(api, http.MethodPost, "/v1/messages", accessAPI, s.admit, s.handleMessages)
+	s.handle(api, http.MethodPost, "/v1/responses", accessAPI, s.admit, s.handleResponses)
+	s.handle(api, http.MethodGet, "/v1/responses/:id", accessAPI, s.handleGetResponse)
+	s.handle(api, http.MethodDelete, "/v1/responses/:id", accessAPI, s.handleDeleteResponse)
 	s.handle(api, http.MethodPost, "/v1/messages/count_tokens", accessAPI, s.handleCountTokens)
 	s.handle(api, http.MethodPost, "/tokenize", accessAPI, s.handleTokenize)
 	s.handle(api, http.MethodPost, "/detokenize", accessAPI, s.handleDetokenize)
