@@ -27,9 +27,13 @@ func (s *Server) handleChat(c *gin.Context) {
 	lreq.Tools, lreq.ToolChoice = req.LLMTools()
 	lreq.Params.SeedGiven = req.Seed != nil
 	s.limits.BoundParams(&lreq.Params)
-	st, err := s.start(c.Request.Context(), lreq)
+	var ping func() error
+	if req.Stream {
+		ping = sseComment(c)
+	}
+	st, err := s.start(c, lreq, ping)
 	if err != nil {
-		s.fail(c, err)
+		s.endStream(c, c.Writer.Written(), err, generation{}, nil, nil)
 		return
 	}
 	id := newID("chatcmpl-")

@@ -29,9 +29,13 @@ func (s *Server) handleCompletions(c *gin.Context) {
 	lreq := &llm.Request{ID: requestIDOf(c), TraceParent: c.GetString(traceParentKey), Model: req.Model, Prompts: prompts, Echo: req.Echo, Params: req.Sampling.Params(req.MaxTokens, top, seedFor(req.Seed))}
 	lreq.Params.SeedGiven = req.Seed != nil
 	s.limits.BoundParams(&lreq.Params)
-	st, err := s.start(c.Request.Context(), lreq)
+	var ping func() error
+	if req.Stream {
+		ping = sseComment(c)
+	}
+	st, err := s.start(c, lreq, ping)
 	if err != nil {
-		s.fail(c, err)
+		s.endStream(c, c.Writer.Written(), err, generation{}, nil, nil)
 		return
 	}
 	echo := st.Header().Echo

@@ -22,13 +22,62 @@ type generation struct {
 	timings llm.Timings
 }
 
-// start submits req to the backend.
-func (s *Server) start(ctx context.Context, req *llm.Request) (llm.Stream, error) {
-	st, e := s.backend.Generate(ctx, req)
-	if e != nil {
-		return nil, e
+// start submits req to the backend. For a stream (ping set), while
+// Generate waits — a cold model loading, a replica starting — past
+// KeepAliveInterval the response is opened and ping writes a keep-alive
+// every interval, so a proxy does not cut the idle connection; a failure
+// after that must be reported in the stream (the caller checks
+// c.Writer.Written()).
+func (s *Server) start(c *gin.Context, req *llm.Request, ping func() error) (llm.Stream, error) {
+	ctx := c.Request.Context()
+	if ping == nil {
+		st, e := s.backend.Generate(ctx, req)
+		if e != nil {
+			return nil, e
+		}
+		return st, nil
 	}
-	return st, nil
+	type started struct {
+		st llm.Stream
+		e  *llm.Error
+	}
+	done := make(chan started, 1)
+	go func() {
+		st, e := s.backend.Generate(ctx, req)
+		done <- started{st, e}
+	}()
+	tick := time.NewTicker(s.opts.KeepAliveInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case r := <-done:
+			if r.e != nil {
+				return nil, r.e
+			}
+			return r.st, nil
+		case <-tick.C:
+			startSSE(c)
+			if err := ping(); err != nil {
+				r := <-done // the client left: Generate ends with ctx
+				if r.st != nil {
+					r.st.Close()
+				}
+				return nil, err
+			}
+		}
+	}
+}
+
+// sseComment is the keep-alive of the OpenAI APIs' streams: an SSE
+// comment line, which clients ignore.
+func sseComment(c *gin.Context) func() error {
+	return func() error {
+		if _, err := c.Writer.Write([]byte(": keep-alive\n\n")); err != nil {
+			return err
+		}
+		c.Writer.Flush()
+		return nil
+	}
 }
 
 // consume hands st's events to onEvent in the calling goroutine, in

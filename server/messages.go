@@ -30,14 +30,34 @@ func (s *Server) handleMessages(c *gin.Context) {
 	msgs, tools, choice, think := req.Chat()
 	lreq := &llm.Request{ID: requestIDOf(c), TraceParent: c.GetString(traceParentKey), Model: req.Model, Messages: msgs, Tools: tools, ToolChoice: choice, Think: think, Params: req.Params(seedFor(nil))}
 	s.limits.BoundParams(&lreq.Params)
-	st, err := s.start(c.Request.Context(), lreq)
+	id := newID("msg_")
+	var ping func() error
+	opened := false // message_start sent while the model loaded
+	if req.Stream {
+		// A stream kept alive opens with message_start (its input_tokens
+		// not known yet: message_delta's usage has them), then pings.
+		ping = func() error {
+			if !opened {
+				opened = true
+				shell := anthropic.Response{ID: id, Type: "message", Role: "assistant", Model: req.Model, Content: []anthropic.Out{}}
+				if err := writeEvent(c, "message_start", gin.H{"type": "message_start", "message": shell}); err != nil {
+					return err
+				}
+			}
+			return writeEvent(c, "ping", gin.H{"type": "ping"})
+		}
+	}
+	st, err := s.start(c, lreq, ping)
 	if err != nil {
+		if c.Writer.Written() {
+			s.streamError(c, err, func(e *openai.Error) { _ = writeEvent(c, "error", anthropicError(e)) })
+			return
+		}
 		s.fail(c, err)
 		return
 	}
-	id := newID("msg_")
 	if req.Stream {
-		s.streamMessages(c, req.Model, id, st)
+		s.streamMessages(c, req.Model, id, st, opened)
 		return
 	}
 	out, err := s.collect(c.Request.Context(), st, req.Model, 1, nil, nil)
@@ -63,6 +83,23 @@ func (s *Server) handleMessages(c *gin.Context) {
 	resp.StopReason = &stop
 	c.Header("Server-Timing", serverTiming(out.gen))
 	c.JSON(http.StatusOK, resp)
+}
+
+// streamError ends a stream that has started with an error, written by
+// send in its API's shape; nothing when the client left.
+func (s *Server) streamError(c *gin.Context, err error, send func(*openai.Error)) {
+	if ctx := c.Request.Context(); ctx.Err() != nil {
+		cause := endedByServer(ctx)
+		if cause == nil {
+			return // the client left; nothing to say
+		}
+		err = cause
+	}
+	var ae *openai.Error
+	if !errors.As(err, &ae) {
+		ae = errorFor(err)
+	}
+	send(ae)
 }
 
 // anthropicUsage counts as Anthropic does: input_tokens leaves out the
@@ -163,12 +200,17 @@ func (m *messageStream) event(ev llm.Event) error {
 	return nil
 }
 
-func (s *Server) streamMessages(c *gin.Context, model, id string, st llm.Stream) {
-	m := &messageStream{c: c}
+// streamMessages streams a message; opened says message_start (and a
+// ping) went out while the model loaded.
+func (s *Server) streamMessages(c *gin.Context, model, id string, st llm.Stream, opened bool) {
+	m := &messageStream{c: c, pinged: opened}
 	startSSE(c)
-	shell := anthropic.Response{ID: id, Type: "message", Role: "assistant", Model: model, Content: []anthropic.Out{},
-		Usage: anthropic.Usage{InputTokens: sum(st.Header().PromptTokens)}}
-	err := writeEvent(c, "message_start", gin.H{"type": "message_start", "message": shell})
+	var err error
+	if !opened {
+		shell := anthropic.Response{ID: id, Type: "message", Role: "assistant", Model: model, Content: []anthropic.Out{},
+			Usage: anthropic.Usage{InputTokens: sum(st.Header().PromptTokens)}}
+		err = writeEvent(c, "message_start", gin.H{"type": "message_start", "message": shell})
+	}
 	var g generation
 	if err == nil {
 		g, err = s.consume(c.Request.Context(), st, model, func(ev llm.Event) error {
@@ -180,19 +222,8 @@ func (s *Server) streamMessages(c *gin.Context, model, id string, st llm.Stream)
 	} else {
 		st.Close()
 	}
-	if ctx := c.Request.Context(); ctx.Err() != nil {
-		cause := endedByServer(ctx)
-		if cause == nil {
-			return // the client left
-		}
-		err = cause
-	}
-	if err != nil {
-		var ae *openai.Error
-		if !errors.As(err, &ae) {
-			ae = errorFor(err)
-		}
-		_ = writeEvent(c, "error", anthropicError(ae))
+	if err != nil || c.Request.Context().Err() != nil {
+		s.streamError(c, err, func(e *openai.Error) { _ = writeEvent(c, "error", anthropicError(e)) })
 		return
 	}
 	if m.open != "" {

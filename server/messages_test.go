@@ -95,7 +95,7 @@ func TestMessagesAPI(t *testing.T) {
 			OutputTokens int `json:"output_tokens"`
 		} `json:"usage"`
 	}
-	if st := postJSON(t, url, `{"model":"`+ts.model+`","max_tokens":5,"system":[{"type":"text","text":"Be brief."}],`+msgs+`}`, key, &msg); st != 200 {
+	if st := postJSON(t, url, `{"model":"`+ts.model+`","max_tokens":5,"temperature":0,"system":[{"type":"text","text":"Be brief."}],`+msgs+`}`, key, &msg); st != 200 {
 		t.Fatalf("status %d", st)
 	}
 	if !strings.HasPrefix(msg.ID, "msg_") || msg.Type != "message" || msg.Role != "assistant" || msg.StopReason != "max_tokens" || msg.Usage.OutputTokens != 5 || msg.Usage.InputTokens == 0 {
@@ -103,7 +103,7 @@ func TestMessagesAPI(t *testing.T) {
 	}
 
 	// Streamed: Anthropic's event order.
-	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(`{"model":"`+ts.model+`","max_tokens":6,"stream":true,`+msgs+`}`))
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(`{"model":"`+ts.model+`","max_tokens":6,"temperature":0,"stream":true,`+msgs+`}`))
 	req.Header.Set("x-api-key", "k")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

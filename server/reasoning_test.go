@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	goopenai "github.com/sashabaranov/go-openai"
 
@@ -114,5 +116,55 @@ func TestReasoningAndCallsReachTheClient(t *testing.T) {
 	}
 	if reasoning.String() != "Thinking." || content.String() != "Calling." || strings.Join(ids, ",") != "call_a,call_b" || finish != goopenai.FinishReasonToolCalls {
 		t.Fatalf("streamed reasoning %q content %q calls %v finish %s", reasoning.String(), content.String(), ids, finish)
+	}
+}
+
+// slowStart is a scripted backend whose Generate takes a while, as a cold
+// model's load does.
+type slowStart struct {
+	scripted
+	wait time.Duration
+}
+
+func (s *slowStart) Generate(ctx context.Context, req *llm.Request) (llm.Stream, *llm.Error) {
+	select {
+	case <-time.After(s.wait):
+	case <-ctx.Done():
+		return nil, llm.Errorf(llm.CodeCancelled, "", "cancelled")
+	}
+	return s.scripted.Generate(ctx, req)
+}
+
+// TestStreamsKeptAliveWhileTheModelLoads: a stream whose model takes
+// longer than the keep-alive interval to start gets keep-alives (SSE
+// comments; Anthropic's message_start and pings) before its first event,
+// on every API, and then its answer.
+func TestStreamsKeptAliveWhileTheModelLoads(t *testing.T) {
+	be := &slowStart{wait: 300 * time.Millisecond, scripted: scripted{events: []llm.Event{{Text: "hi", Tokens: []llm.Token{{ID: 5}}, Finish: llm.FinishStop}, {Final: true, Usage: &llm.Usage{PromptTokens: 3, CompletionTokens: 1}}}}}
+	hs := httptest.NewServer(New(be, Options{KeepAliveInterval: 50 * time.Millisecond}).Handler())
+	defer hs.Close()
+	for _, tc := range []struct{ path, body, alive, answer string }{
+		{"/v1/chat/completions", `{"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]}`, ": keep-alive\n\n", `"content":"hi"`},
+		{"/v1/completions", `{"model":"m","stream":true,"prompt":"x"}`, ": keep-alive\n\n", `"text":"hi"`},
+		{"/v1/messages", `{"model":"m","stream":true,"max_tokens":4,"messages":[{"role":"user","content":"x"}]}`, "event: message_start\n", `"text":"hi"`},
+		{"/v1/responses", `{"model":"m","stream":true,"input":"x"}`, ": keep-alive\n\n", `"delta":"hi"`},
+	} {
+		resp, err := http.Post(hs.URL+tc.path, "application/json", strings.NewReader(tc.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body := string(b)
+		first := strings.Index(body, "data: ")
+		if tc.path == "/v1/messages" {
+			first = strings.Index(body, "event: content_block_start")
+		}
+		if !strings.HasPrefix(body, tc.alive) || strings.Count(body[:max(first, 0)], "keep-alive")+strings.Count(body[:max(first, 0)], "event: ping") < 2 || !strings.Contains(body, tc.answer) {
+			t.Errorf("%s: no keep-alive before the answer:\n%s", tc.path, body)
+		}
+		if strings.Count(body, "event: message_start") > 1 {
+			t.Errorf("%s: message_start twice:\n%s", tc.path, body)
+		}
 	}
 }

@@ -55,8 +55,18 @@ func (s *Server) handleResponses(c *gin.Context) {
 	lreq := &llm.Request{ID: requestIDOf(c), TraceParent: c.GetString(traceParentKey), Model: chat.Model, Messages: chat.LLMMessages(), Params: chat.Params(-1, seedFor(nil)), Think: chat.ThinkMode()}
 	lreq.Tools, lreq.ToolChoice = chat.LLMTools()
 	s.limits.BoundParams(&lreq.Params)
-	st, err := s.start(c.Request.Context(), lreq)
+	var ping func() error
+	if req.Stream {
+		ping = sseComment(c)
+	}
+	st, err := s.start(c, lreq, ping)
 	if err != nil {
+		if c.Writer.Written() {
+			s.streamError(c, err, func(e *openai.Error) {
+				_ = writeEvent(c, "error", gin.H{"type": "error", "sequence_number": 0, "code": errorCode(e), "message": e.Message})
+			})
+			return
+		}
 		s.fail(c, err)
 		return
 	}
@@ -287,28 +297,15 @@ func (r *responseRun) stream(st llm.Stream) {
 	} else {
 		st.Close()
 	}
-	if ctx := c.Request.Context(); ctx.Err() != nil {
-		cause := endedByServer(ctx)
-		if cause == nil {
-			return // the client left
-		}
-		err = cause
-	}
-	if err == nil {
+	if err == nil && c.Request.Context().Err() == nil {
 		err = closeItem()
 	}
-	if err != nil {
-		var ae *openai.Error
-		if !errors.As(err, &ae) {
-			ae = errorFor(err)
-		}
-		r.resp.Status, r.resp.Output = "failed", items
-		code := ae.Type
-		if ae.Code != nil {
-			code = *ae.Code
-		}
-		r.resp.Error = &openai.ResponseError{Code: code, Message: ae.Message}
-		_ = send("response.failed", gin.H{"response": r.resp})
+	if err != nil || c.Request.Context().Err() != nil {
+		r.s.streamError(c, err, func(e *openai.Error) {
+			r.resp.Status, r.resp.Output = "failed", items
+			r.resp.Error = &openai.ResponseError{Code: errorCode(e), Message: e.Message}
+			_ = send("response.failed", gin.H{"response": r.resp})
+		})
 		return
 	}
 	r.finish(items, finish, g)
@@ -336,4 +333,12 @@ func (s *Server) handleDeleteResponse(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"id": id, "object": "response", "deleted": true})
+}
+
+// errorCode is an error's code, or its type when it has none.
+func errorCode(e *openai.Error) string {
+	if e.Code != nil {
+		return *e.Code
+	}
+	return e.Type
 }

@@ -75,7 +75,7 @@ func TestResponsesAPI(t *testing.T) {
 	ts := startServer(t, modeltest.Preset(t, "small"), Options{APIKeys: []string{"alice", "bob"}}, scheduler.Options{})
 	url := ts.URL + "/v1/responses"
 	var r1 respObj
-	if st := doJSON(t, "POST", url, "alice", `{"model":"`+ts.model+`","instructions":"Be brief.","input":"Once upon a time","max_output_tokens":4}`, &r1); st != 200 {
+	if st := doJSON(t, "POST", url, "alice", `{"model":"`+ts.model+`","instructions":"Be brief.","input":"Once upon a time","max_output_tokens":4,"temperature":0}`, &r1); st != 200 {
 		t.Fatalf("status %d", st)
 	}
 	if !strings.HasPrefix(r1.ID, "resp_") || r1.Object != "response" || r1.Status != "incomplete" || r1.IncompleteDetails == nil || r1.IncompleteDetails.Reason != "max_output_tokens" ||
@@ -141,7 +141,7 @@ func TestResponsesAPI(t *testing.T) {
 	}
 
 	// Streamed: the lifecycle and item events in order.
-	req, _ := http.NewRequest("POST", url, strings.NewReader(`{"model":"`+ts.model+`","input":"Once","max_output_tokens":3,"stream":true}`))
+	req, _ := http.NewRequest("POST", url, strings.NewReader(`{"model":"`+ts.model+`","input":"Once","max_output_tokens":3,"stream":true,"temperature":0}`))
 	req.Header.Set("Authorization", "Bearer alice")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -83,6 +83,9 @@ type Options struct {
 	StoredResponses     int
 	StoredResponseBytes int64
 	StoredResponseTTL   time.Duration
+	// KeepAliveInterval is how often a stream still waiting for its first
+	// token's model (a cold load) gets a keep-alive (default 5s).
+	KeepAliveInterval time.Duration
 	// Version is reported in system_fingerprint.
 	Version string
 	Logger  *slog.Logger
@@ -152,6 +155,9 @@ func New(backend llm.Backend, opts Options) *Server {
 	}
 	if opts.Version == "" {
 		opts.Version = "dev"
+	}
+	if opts.KeepAliveInterval <= 0 {
+		opts.KeepAliveInterval = 5 * time.Second
 	}
 	if opts.StoredResponses == 0 {
 		opts.StoredResponses = 10000

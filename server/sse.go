@@ -8,7 +8,12 @@ import (
 	"github.com/llmux/llmux/openai"
 )
 
+// startSSE opens an event stream (once: a stream opened while its model
+// loaded is not opened again).
 func startSSE(c *gin.Context) {
+	if c.Writer.Written() {
+		return
+	}
 	h := c.Writer.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
