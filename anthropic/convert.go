@@ -246,7 +246,7 @@ func (r *CountTokensRequest) Chat() ([]llm.Message, []llm.Tool, llm.ToolChoice, 
 // Params converts the sampling fields. Anthropic's temperature defaults
 // to 1.
 func (r *MessagesRequest) Params(seed uint32) llm.Params {
-	p := llm.Params{Temperature: 1, Seed: seed, Stop: r.StopSequences, N: 1, MaxTokens: *r.MaxTokens}
+	p := llm.Params{Temperature: 1, Seed: seed, Stop: r.StopSequences, N: 1, MaxTokens: *r.MaxTokens, IgnoreEOS: r.IgnoreEOS}
 	if r.Temperature != nil {
 		p.Temperature = float32(*r.Temperature)
 	}

@@ -27,6 +27,9 @@ type MessagesRequest struct {
 	Thinking      *Thinking       `json:"thinking"`
 	Metadata      json.RawMessage `json:"metadata"`
 	ServiceTier   string          `json:"service_tier"`
+	// IgnoreEOS (an llmux extension, as on the OpenAI routes) generates
+	// max_tokens tokens whatever the model says: for benchmarks.
+	IgnoreEOS bool `json:"ignore_eos"`
 
 	minP *float64 // the model's default (Anthropic has no min_p)
 }

@@ -22,7 +22,7 @@ import (
 // RunConfig says how to send a workload.
 type RunConfig struct {
 	BaseURL  string // e.g. http://127.0.0.1:8080 (with or without /v1)
-	Endpoint string // /v1/completions (default) or /v1/chat/completions
+	Endpoint string // /v1/completions (default), /v1/chat/completions, /v1/messages or /v1/responses
 	APIKey   string
 	// Model is used for items that name none.
 	Model string
@@ -57,8 +57,8 @@ func Run(ctx context.Context, cfg RunConfig, items []Item) ([]Record, time.Durat
 	if cfg.Endpoint == "" {
 		cfg.Endpoint = "/v1/completions"
 	}
-	if cfg.Endpoint != "/v1/completions" && cfg.Endpoint != "/v1/chat/completions" {
-		return nil, 0, fmt.Errorf("endpoint %q: want /v1/completions or /v1/chat/completions", cfg.Endpoint)
+	if _, ok := APIs[cfg.Endpoint]; !ok {
+		return nil, 0, fmt.Errorf("endpoint %q: want /v1/completions, /v1/chat/completions, /v1/messages or /v1/responses", cfg.Endpoint)
 	}
 	base := strings.TrimSuffix(strings.TrimSuffix(cfg.BaseURL, "/"), "/v1")
 	url := base + cfg.Endpoint
@@ -156,30 +156,44 @@ func gamma(rng *rand.Rand, shape float64) float64 {
 	}
 }
 
+// APIs maps each endpoint the runner speaks to its --api name.
+var APIs = map[string]string{"/v1/completions": "completions", "/v1/chat/completions": "chat", "/v1/messages": "messages", "/v1/responses": "responses"}
+
 func body(cfg RunConfig, it Item) ([]byte, string) {
 	model := it.Model
 	if model == "" {
 		model = cfg.Model
 	}
-	req := map[string]any{
-		"model":          model,
-		"stream":         true,
-		"stream_options": map[string]any{"include_usage": true},
+	req := map[string]any{"model": model, "stream": true}
+	msgs := it.Messages
+	if len(msgs) == 0 {
+		msgs = []Message{{"user", it.Prompt}}
+	}
+	switch cfg.Endpoint {
+	case "/v1/chat/completions":
+		req["messages"] = msgs
+	case "/v1/messages":
+		// Anthropic's API: max_tokens is required (0: the server's bound).
+		req["messages"] = msgs
+		req["max_tokens"] = 1 << 20
+	case "/v1/responses":
+		req["input"] = msgs
+	default:
+		req["prompt"] = it.Prompt
+	}
+	if cfg.Endpoint == "/v1/chat/completions" || cfg.Endpoint == "/v1/completions" {
+		req["stream_options"] = map[string]any{"include_usage": true}
 	}
 	if it.MaxTokens > 0 {
-		req["max_tokens"] = it.MaxTokens
+		switch cfg.Endpoint {
+		case "/v1/responses":
+			req["max_output_tokens"] = it.MaxTokens
+		default:
+			req["max_tokens"] = it.MaxTokens
+		}
 	}
 	if cfg.IgnoreEOS {
 		req["ignore_eos"] = true
-	}
-	if cfg.Endpoint == "/v1/chat/completions" {
-		msgs := it.Messages
-		if len(msgs) == 0 {
-			msgs = []Message{{"user", it.Prompt}}
-		}
-		req["messages"] = msgs
-	} else {
-		req["prompt"] = it.Prompt
 	}
 	b, _ := json.Marshal(req)
 	return b, model
@@ -243,12 +257,15 @@ func send(ctx context.Context, cfg RunConfig, url string, it Item) (rec Record) 
 			rec.Err = "bad_chunk"
 			return rec
 		}
-		if ch.Error != nil {
+		if ch.Error != nil || ch.Type == "response.failed" {
 			rec.Err = "stream_error"
 			return rec
 		}
-		if ch.Usage != nil {
-			usageTokens, usagePrompt = ch.Usage.CompletionTokens, ch.Usage.PromptTokens
+		if u := ch.usage(); u != nil {
+			usageTokens, usagePrompt = u.CompletionTokens+u.OutputTokens, u.PromptTokens+u.InputTokens+u.CacheRead
+		}
+		if ch.Type == "message_stop" || ch.Type == "response.completed" || ch.Type == "response.incomplete" {
+			break
 		}
 		if !ch.hasText() {
 			continue
@@ -286,18 +303,44 @@ func send(ctx context.Context, cfg RunConfig, url string, it Item) (rec Record) 
 	return rec
 }
 
+// chunk is one streamed event of any of the four APIs: chat and
+// completions chunks (choices, usage), Anthropic's events (type, delta,
+// usage) and the Responses API's (type, delta, response.usage).
 type chunk struct {
+	Type    string `json:"type"`
 	Choices []struct {
 		Text  string `json:"text"`
 		Delta struct {
 			Content string `json:"content"`
 		} `json:"delta"`
 	} `json:"choices"`
-	Usage *struct {
-		PromptTokens     int `json:"prompt_tokens"`
-		CompletionTokens int `json:"completion_tokens"`
-	} `json:"usage"`
+	Delta    json.RawMessage `json:"delta"`
+	Usage    *usage          `json:"usage"`
+	Response *struct {
+		Usage *usage `json:"usage"`
+	} `json:"response"`
 	Error *json.RawMessage `json:"error"`
+}
+
+// usage counts tokens under each API's names (only one set is present).
+type usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	InputTokens      int `json:"input_tokens"`
+	OutputTokens     int `json:"output_tokens"`
+	CacheRead        int `json:"cache_read_input_tokens"`
+}
+
+// usage is the event's final usage: a chat or completions usage chunk,
+// Anthropic's message_delta, a Responses API's completed response.
+func (c chunk) usage() *usage {
+	switch {
+	case c.Type == "message_delta" || c.Type == "":
+		return c.Usage
+	case (c.Type == "response.completed" || c.Type == "response.incomplete") && c.Response != nil:
+		return c.Response.Usage
+	}
+	return nil
 }
 
 func (c chunk) hasText() bool {
@@ -305,6 +348,17 @@ func (c chunk) hasText() bool {
 		if ch.Text != "" || ch.Delta.Content != "" {
 			return true
 		}
+	}
+	switch c.Type {
+	case "content_block_delta":
+		var d struct {
+			Text     string `json:"text"`
+			Thinking string `json:"thinking"`
+		}
+		return json.Unmarshal(c.Delta, &d) == nil && d.Text+d.Thinking != ""
+	case "response.output_text.delta", "response.reasoning_text.delta":
+		var d string
+		return json.Unmarshal(c.Delta, &d) == nil && d != ""
 	}
 	return false
 }

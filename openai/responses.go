@@ -33,6 +33,8 @@ type ResponsesRequest struct {
 	User               string            `json:"user"`
 	Background         bool              `json:"background"`
 	Conversation       json.RawMessage   `json:"conversation"`
+	// IgnoreEOS is llmux's extension (as on chat): for benchmarks.
+	IgnoreEOS bool `json:"ignore_eos"`
 }
 
 // Stored reports whether the response is to be kept (the default).
@@ -238,7 +240,7 @@ func (r *ResponsesRequest) Chat(history []Message) (chat *ChatRequest, added []M
 	}
 	flush()
 	chat = &ChatRequest{Model: r.Model, Messages: append(append([]Message(nil), history...), added...), MaxCompletionTokens: r.MaxOutputTokens, ParallelToolCalls: r.ParallelToolCalls}
-	chat.Temperature, chat.TopP, chat.User = r.Temperature, r.TopP, r.User
+	chat.Temperature, chat.TopP, chat.User, chat.IgnoreEOS = r.Temperature, r.TopP, r.User, r.IgnoreEOS
 	if r.Reasoning != nil && r.Reasoning.Effort != "" {
 		chat.ReasoningEffort = r.Reasoning.Effort
 	}

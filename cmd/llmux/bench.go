@@ -43,7 +43,8 @@ Flags follow vLLM's bench serve where they overlap. Comma lists in
 		fs.PrintDefaults()
 	}
 	baseURL := fs.String("base-url", "http://127.0.0.1:8080", "server URL")
-	endpoint := fs.String("endpoint", "/v1/completions", "/v1/completions or /v1/chat/completions")
+	endpoint := fs.String("endpoint", "/v1/completions", "/v1/completions, /v1/chat/completions, /v1/messages or /v1/responses")
+	api := fs.String("api", "", "the API to drive, instead of --endpoint: completions, chat, messages (Anthropic's) or responses")
 	model := fs.String("model", "", "model name (default: the first the server lists)")
 	apiKey := fs.String("api-key", os.Getenv("OPENAI_API_KEY"), "API key")
 	numPrompts := fs.Int("num-prompts", 100, "requests per load level")
@@ -71,6 +72,17 @@ Flags follow vLLM's bench serve where they overlap. Comma lists in
 	label := fs.String("label", "", "name of this run in tables and plots (default: base URL)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *api != "" {
+		found := false
+		for ep, name := range benchmarks.APIs {
+			if name == *api {
+				*endpoint, found = ep, true
+			}
+		}
+		if !found {
+			return fmt.Errorf("--api %q: want completions, chat, messages or responses", *api)
+		}
 	}
 	if *model == "" && *modelsList == "" {
 		ids, err := benchmarks.ListModels(ctx, *baseURL, *apiKey, nil)

@@ -114,6 +114,27 @@ func TestBenchEndToEnd(t *testing.T) {
 		t.Fatalf("TTFT SLO of 1µs: %d completed, goodput %v, good fraction %v; want 4, 0, 0", s.Completed, s.Goodput, s.GoodFraction)
 	}
 
+	// Every API the bench drives counts the same tokens (6 requests of 8
+	// tokens each) and times their arrivals.
+	for _, api := range []string{"completions", "chat", "messages", "responses"} {
+		outAPI := filepath.Join(dir, api+".json")
+		err = runBench(context.Background(), []string{"--base-url", hs.URL, "--model", "tiny", "--api", api, "--num-prompts", "6", "--max-concurrency", "2", "--warmup", "0",
+			"--random-input-len", "8", "--random-output-len", "8", "--ignore-eos", "--seed", "3", "--output", outAPI})
+		if err != nil {
+			t.Fatalf("--api %s: %v", api, err)
+		}
+		r, err := benchmarks.Load(outAPI)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := r.Points[0].Summary; s.Completed != 6 || s.OutputTokens != 6*8 || s.TTFT.Median <= 0 || s.ITL.N < 6*4 {
+			t.Fatalf("--api %s: %+v", api, s)
+		}
+	}
+	if err := runBench(context.Background(), []string{"--base-url", hs.URL, "--api", "grpc"}); err == nil {
+		t.Fatal("--api grpc accepted")
+	}
+
 	// Without --model, bench takes the model the server lists.
 	out2 := filepath.Join(dir, "default-model.json")
 	err = runBench(context.Background(), []string{"--base-url", hs.URL, "--num-prompts", "2", "--warmup", "0",
